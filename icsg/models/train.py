@@ -1,0 +1,102 @@
+"""``icsg train-unet`` and ``icsg train-vae``: wiring of data, model, loss and the shared loop."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+import icsg  # noqa: F401
+import keras
+
+from icsg.data.dataset import VoxelDataset
+from icsg.models.losses import NonzeroRecall, WeightedSpeciesCrossEntropy, class_weights
+from icsg.models.unet import UNetConfig, build_unet
+from icsg.training import fit, voxel_class_counts
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Args:
+        epochs: maximum epochs.
+        batch_size: crystals per step.
+        lr: Adam learning rate.
+        steps_per_epoch: cap on steps per epoch (a random subset each epoch), so
+            checkpoints come often on a CPU; None = the whole split.
+        val_limit: validation crystals evaluated per epoch (None = all).
+        patience: early-stopping patience in epochs (validation loss).
+        seed: seeds weights, shuffling and augmentation.
+    """
+
+    epochs: int = 20
+    batch_size: int = 8
+    lr: float = 1e-3
+    steps_per_epoch: int | None = 200
+    val_limit: int | None = 256
+    patience: int = 5
+    seed: int = 0
+
+
+def train_unet(data_dir, out_dir, model_cfg: dict | None = None, cfg: TrainConfig = TrainConfig(),
+               resume: bool = False, limit: int | None = None, verbose: int = 2) -> dict:
+    train = VoxelDataset(data_dir, "train", "unet", cfg.batch_size, augment=True, seed=cfg.seed, limit=limit)
+    val = VoxelDataset(data_dir, "val", "unet", cfg.batch_size, augment=False, shuffle=False, limit=cfg.val_limit)
+    ucfg = UNetConfig(n_classes=train.n_classes, grid_size=train.grid.size, **(model_cfg or {}))
+    counts = voxel_class_counts(train.arrays["species"], train.classes, train.n_classes)
+    weights = class_weights(counts)
+    man = train.arrays["manifest"]
+    meta = {"kind": "unet", "config": ucfg.to_dict(), "elements_Z": man["elements_Z"], "grid": man["grid"],
+            "class_weights": weights.tolist(), "data": str(data_dir), "train": cfg.__dict__,
+            "n_train": train.n, "n_val": val.n}
+
+    def factory():
+        model = build_unet(ucfg)
+        model.compile(
+            optimizer=keras.optimizers.Adam(cfg.lr),
+            loss={"species": WeightedSpeciesCrossEntropy(weights), "occupancy": keras.losses.BinaryCrossentropy()},
+            metrics={"species": [NonzeroRecall()]},
+        )
+        return model
+
+    return fit(factory, train, val, out_dir, epochs=cfg.epochs, steps_per_epoch=cfg.steps_per_epoch,
+               resume=resume, patience=cfg.patience, meta=meta, seed=cfg.seed, verbose=verbose)
+
+
+def register_cli(sub) -> None:
+    def add_common(p):
+        p.add_argument("data", help="dataset folder from 'icsg prepare'")
+        p.add_argument("--out", required=True, help="run folder (checkpoints, log.csv, loss.png)")
+        p.add_argument("--epochs", type=int, default=TrainConfig.epochs)
+        p.add_argument("--batch", type=int, default=TrainConfig.batch_size)
+        p.add_argument("--lr", type=float, default=None)
+        p.add_argument("--steps-per-epoch", type=int, default=TrainConfig.steps_per_epoch,
+                       help="steps per epoch (0 = whole split); default 200 so a CPU checkpoints every few minutes")
+        p.add_argument("--val-limit", type=int, default=TrainConfig.val_limit)
+        p.add_argument("--patience", type=int, default=TrainConfig.patience)
+        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--resume", action="store_true", help="continue from OUT/last.keras")
+        p.add_argument("--limit", type=int, default=None, help="use only the first N training crystals")
+        p.add_argument("--quiet", action="store_true")
+
+    p = sub.add_parser("train-unet", help="train the 3-D UNet segmenter on a prepared dataset",
+                       description="Train the UNet (class-weighted CE + occupancy BCE, paper eq. 7). "
+                                   "Cost on 2 CPU cores: ~0.16 s per crystal per step at the default size.")
+    add_common(p)
+    p.add_argument("--base-filters", type=int, default=UNetConfig.base_filters)
+    p.add_argument("--depth", type=int, default=UNetConfig.depth)
+    p.set_defaults(func=_cmd_train_unet)
+
+
+def _train_cfg(a, default_lr: float) -> TrainConfig:
+    return TrainConfig(epochs=a.epochs, batch_size=a.batch, lr=a.lr or default_lr,
+                       steps_per_epoch=a.steps_per_epoch or None, val_limit=a.val_limit,
+                       patience=a.patience, seed=a.seed)
+
+
+def _cmd_train_unet(a) -> int:
+    state = train_unet(a.data, a.out, {"base_filters": a.base_filters, "depth": a.depth},
+                       _train_cfg(a, 1e-3), resume=a.resume, limit=a.limit, verbose=0 if a.quiet else 2)
+    print(f"best val_loss {state.get('best'):.4f} at epoch {state.get('best_epoch')}; weights in "
+          f"{Path(a.out) / 'best.weights.h5'}")
+    return 0

@@ -1,0 +1,134 @@
+"""Training loops shared by the Keras models: checkpoints, resume, early stopping, logs, plots.
+
+Every run folder holds::
+
+    last.keras          full model + optimizer state after the latest epoch (resume from it)
+    best.weights.h5     weights with the lowest validation loss so far (what gets shipped)
+    model.json          the model config and everything needed to rebuild it
+    state.json          epochs done, best validation loss, wall time per epoch
+    log.csv, loss.png   per-epoch metrics and their plot
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+
+import icsg  # noqa: F401
+import keras
+
+from icsg.io import atomic_path, atomic_write_json
+
+
+class _Checkpoint(keras.callbacks.Callback):
+    """After each epoch: last.keras, best.weights.h5, state.json, loss.png (all atomic)."""
+
+    def __init__(self, out: Path, state: dict, monitor: str = "val_loss"):
+        super().__init__()
+        self.out, self.state, self.monitor = out, state, monitor
+        self._t0 = time.perf_counter()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._t0 = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        seconds = time.perf_counter() - self._t0
+        value = float(logs.get(self.monitor, logs.get("loss", np.inf)))
+        with atomic_path(self.out / "last.keras", suffix=".keras") as tmp:
+            self.model.save(tmp)
+        if value < self.state.get("best", np.inf):
+            self.state["best"] = value
+            self.state["best_epoch"] = epoch + 1
+            with atomic_path(self.out / "best.weights.h5", suffix=".weights.h5") as tmp:
+                self.model.save_weights(tmp)
+        self.state["epochs_done"] = epoch + 1
+        self.state.setdefault("epoch_seconds", []).append(seconds)
+        self.state["last_logs"] = {k: float(v) for k, v in logs.items()}
+        atomic_write_json(self.out / "state.json", self.state)
+        plot_log(self.out / "log.csv", self.out / "loss.png")
+
+
+def plot_log(csv_path: Path, png_path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    if not Path(csv_path).exists():
+        return
+    df = pd.read_csv(csv_path)
+    if df.empty:
+        return
+    keys = [c for c in df.columns if c.endswith("loss") and not c.startswith("val_")]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for k in keys:
+        ax.plot(df["epoch"] + 1, df[k], label=k)
+        if f"val_{k}" in df:
+            ax.plot(df["epoch"] + 1, df[f"val_{k}"], "--", label=f"val_{k}")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss")
+    ax.set_yscale("log")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    with atomic_path(png_path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+
+
+def fit(model_factory, train_ds, val_ds, out_dir, *, epochs: int, steps_per_epoch: int | None,
+        resume: bool, patience: int, meta: dict, seed: int, verbose: int = 2,
+        custom_objects: dict | None = None) -> dict:
+    """Train with checkpoints; ``model_factory()`` builds and compiles a fresh model."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    keras.utils.set_random_seed(seed)
+    state_path = out / "state.json"
+    state = {"meta": meta}
+    if resume and (out / "last.keras").exists() and state_path.exists():
+        state = json.loads(state_path.read_text())
+        model = keras.saving.load_model(out / "last.keras", custom_objects=custom_objects, safe_mode=True)
+        initial_epoch = int(state.get("epochs_done", 0))
+        print(f"resuming {out} from epoch {initial_epoch}", flush=True)
+    else:
+        if (out / "last.keras").exists() and not resume:
+            raise FileExistsError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
+        model = model_factory()
+        initial_epoch = 0
+        for f in ("log.csv",):
+            (out / f).unlink(missing_ok=True)
+    atomic_write_json(out / "model.json", meta)
+    if initial_epoch >= epochs:
+        print(f"{out}: already trained for {initial_epoch} epochs", flush=True)
+        return state
+    callbacks = [
+        keras.callbacks.CSVLogger(str(out / "log.csv"), append=True),
+        _Checkpoint(out, state),
+        keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience, verbose=1),
+    ]
+    spe = steps_per_epoch if steps_per_epoch else len(train_ds)
+    t0 = time.perf_counter()
+    model.fit(train_ds, validation_data=val_ds, epochs=epochs, initial_epoch=initial_epoch,
+              steps_per_epoch=min(spe, len(train_ds)) if spe else None, callbacks=callbacks, verbose=verbose)
+    state["wall_seconds"] = state.get("wall_seconds", 0.0) + time.perf_counter() - t0
+    atomic_write_json(state_path, state)
+    return state
+
+
+def voxel_class_counts(species: np.ndarray, classes: np.ndarray, n_classes: int) -> np.ndarray:
+    """Voxels per class over a stack of species maps (Z per voxel)."""
+    z_counts = np.bincount(species.reshape(-1), minlength=256)
+    out = np.zeros(n_classes, dtype=np.int64)
+    for z, c in enumerate(z_counts):
+        if c:
+            out[classes[z]] += c
+    return out
+
+
+def steps_for(n: int, batch: int) -> int:
+    return max(1, math.ceil(n / batch))
