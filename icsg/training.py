@@ -2,7 +2,8 @@
 
 Every run folder holds::
 
-    last.keras          full model + optimizer state after the latest epoch (resume from it)
+    last.weights.h5     weights after the latest epoch     } resume from these
+    last_optimizer.npz  Adam state after the latest epoch  }
     best.weights.h5     weights with the lowest validation loss so far (what gets shipped)
     model.json          the model config and everything needed to rebuild it
     state.json          epochs done, best validation loss, wall time per epoch
@@ -39,8 +40,11 @@ class _Checkpoint(keras.callbacks.Callback):
         logs = logs or {}
         seconds = time.perf_counter() - self._t0
         value = float(logs.get(self.monitor, logs.get("loss", np.inf)))
-        with atomic_path(self.out / "last.keras", suffix=".keras") as tmp:
-            self.model.save(tmp)
+        with atomic_path(self.out / "last.weights.h5", suffix=".weights.h5") as tmp:
+            self.model.save_weights(tmp)
+        opt = {f"v{i}": keras.ops.convert_to_numpy(v) for i, v in enumerate(self.model.optimizer.variables)}
+        with atomic_path(self.out / "last_optimizer.npz", suffix=".npz") as tmp:
+            np.savez(tmp, **opt)
         if value < self.state.get("best", np.inf):
             self.state["best"] = value
             self.state["best_epoch"] = epoch + 1
@@ -82,23 +86,23 @@ def plot_log(csv_path: Path, png_path: Path) -> None:
 
 
 def fit(model_factory, train_ds, val_ds, out_dir, *, epochs: int, steps_per_epoch: int | None,
-        resume: bool, patience: int, meta: dict, seed: int, verbose: int = 2,
-        custom_objects: dict | None = None) -> dict:
+        resume: bool, patience: int, meta: dict, seed: int, verbose: int = 2) -> dict:
     """Train with checkpoints; ``model_factory()`` builds and compiles a fresh model."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     keras.utils.set_random_seed(seed)
     state_path = out / "state.json"
     state = {"meta": meta}
-    if resume and (out / "last.keras").exists() and state_path.exists():
+    model = model_factory()
+    if resume and (out / "last.weights.h5").exists() and state_path.exists():
         state = json.loads(state_path.read_text())
-        model = keras.saving.load_model(out / "last.keras", custom_objects=custom_objects, safe_mode=True)
+        model.load_weights(out / "last.weights.h5")
+        _restore_optimizer(model, out / "last_optimizer.npz")
         initial_epoch = int(state.get("epochs_done", 0))
         print(f"resuming {out} from epoch {initial_epoch}", flush=True)
     else:
-        if (out / "last.keras").exists() and not resume:
+        if (out / "last.weights.h5").exists() and not resume:
             raise FileExistsError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
-        model = model_factory()
         initial_epoch = 0
         for f in ("log.csv",):
             (out / f).unlink(missing_ok=True)
@@ -118,6 +122,19 @@ def fit(model_factory, train_ds, val_ds, out_dir, *, epochs: int, steps_per_epoc
     state["wall_seconds"] = state.get("wall_seconds", 0.0) + time.perf_counter() - t0
     atomic_write_json(state_path, state)
     return state
+
+
+def _restore_optimizer(model, path: Path) -> None:
+    if not path.exists():
+        return
+    model.optimizer.build(model.trainable_variables)
+    saved = np.load(path)
+    variables = model.optimizer.variables
+    if len(saved.files) != len(variables):
+        print(f"{path}: optimizer state does not fit this model; starting Adam afresh", flush=True)
+        return
+    for i, v in enumerate(variables):
+        v.assign(saved[f"v{i}"])
 
 
 def voxel_class_counts(species: np.ndarray, classes: np.ndarray, n_classes: int) -> np.ndarray:

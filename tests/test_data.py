@@ -18,7 +18,7 @@ def _csv(tmp_path, structures, name="set.csv", extra=None):
     rows = []
     for i, s in enumerate(structures):
         cif = s if isinstance(s, str) else s.to(fmt="cif")
-        rows.append({"material_id": f"x{i}", "cif": cif, "prop": float(i)} | (extra or {}))
+        rows.append({"material_id": f"x{i}", "cif": cif, "prop": float(i), "spacegroup.number": 221} | (extra or {}))
     path = tmp_path / name
     pd.DataFrame(rows).to_csv(path, index=False)
     return path
@@ -136,6 +136,9 @@ def test_prepare_dataset_resume_and_pydataset(tmp_path):
     ds = VoxelDataset(out, "train", "unet", batch_size=4, seed=1)
     x, y = ds[0]
     assert x.shape == (4, 32, 32, 32, 1) and y["species"].max() <= 3 and y["occupancy"].shape == x.shape
+    cds = VoxelDataset(out, "train", "unet", batch_size=4, crop=16)
+    xc, yc = cds[0]
+    assert xc.shape == (4, 16, 16, 16, 1) and yc["species"].shape == (4, 16, 16, 16)
     vds = VoxelDataset(out, "train", "vae", batch_size=2)
     (xv, cond), target = vds[0]
     assert xv.shape == (2, 32, 32, 32, 4) and cond.shape == (2, 10) and np.allclose(cond.sum(1), 1)

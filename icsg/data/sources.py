@@ -64,8 +64,7 @@ def iter_csv(path: str | os.PathLike, id_column: str | None = None, cif_column: 
         raise SourceError(f"{path}: no '{cif_column}' column (columns: {', '.join(map(str, df.columns))})")
     id_col = id_column or next((c for c in _ID_COLUMNS if c in df.columns), None)
     prop_cols = [c for c in df.columns if c not in (cif_column, id_col) and pd.api.types.is_numeric_dtype(df[c])]
-    for i, row in enumerate(df.itertuples(index=False)):
-        row = row._asdict() if hasattr(row, "_asdict") else dict(zip(df.columns, row))
+    for i, row in enumerate(df.to_dict("records")):
         rid = str(row[id_col]) if id_col else f"{path.name}:{i}"
         props = {c: float(row[c]) for c in prop_cols}
         try:

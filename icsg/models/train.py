@@ -39,8 +39,10 @@ class TrainConfig:
 
 
 def train_unet(data_dir, out_dir, model_cfg: dict | None = None, cfg: TrainConfig = TrainConfig(),
-               resume: bool = False, limit: int | None = None, verbose: int = 2) -> dict:
-    train = VoxelDataset(data_dir, "train", "unet", cfg.batch_size, augment=True, seed=cfg.seed, limit=limit)
+               resume: bool = False, limit: int | None = None, verbose: int = 2, crop: int | None = 16) -> dict:
+    """UNet on random ``crop``^3 windows (None = whole maps); validation always on whole maps."""
+    train = VoxelDataset(data_dir, "train", "unet", cfg.batch_size, augment=True, seed=cfg.seed, limit=limit,
+                         crop=crop)
     val = VoxelDataset(data_dir, "val", "unet", cfg.batch_size, augment=False, shuffle=False, limit=cfg.val_limit)
     ucfg = UNetConfig(n_classes=train.n_classes, grid_size=train.grid.size, **(model_cfg or {}))
     counts = voxel_class_counts(train.arrays["species"], train.classes, train.n_classes)
@@ -48,7 +50,7 @@ def train_unet(data_dir, out_dir, model_cfg: dict | None = None, cfg: TrainConfi
     man = train.arrays["manifest"]
     meta = {"kind": "unet", "config": ucfg.to_dict(), "elements_Z": man["elements_Z"], "grid": man["grid"],
             "class_weights": weights.tolist(), "data": str(data_dir), "train": cfg.__dict__,
-            "n_train": train.n, "n_val": val.n}
+            "n_train": train.n, "n_val": val.n, "crop": crop}
 
     def factory():
         model = build_unet(ucfg)
@@ -57,6 +59,38 @@ def train_unet(data_dir, out_dir, model_cfg: dict | None = None, cfg: TrainConfi
             loss={"species": WeightedSpeciesCrossEntropy(weights), "occupancy": keras.losses.BinaryCrossentropy()},
             metrics={"species": [NonzeroRecall()]},
         )
+        return model
+
+    return fit(factory, train, val, out_dir, epochs=cfg.epochs, steps_per_epoch=cfg.steps_per_epoch,
+               resume=resume, patience=cfg.patience, meta=meta, seed=cfg.seed, verbose=verbose)
+
+
+def train_vae(data_dir, out_dir, unet_location, vae_cfg: dict | None = None, cfg: TrainConfig = TrainConfig(),
+              resume: bool = False, limit: int | None = None, verbose: int = 2) -> dict:
+    """Cond-DFC-VAE on a prepared dataset; ``unet_location`` = trained UNet (run folder or weights/).
+
+    ``unet_location=None`` trains without the perceptual term (the plain β-VAE ablation).
+    """
+    from icsg.models.unet import feature_extractor
+    from icsg.models.vae import VAEConfig, build_vae
+    from icsg.pretrained import load_unet
+
+    train = VoxelDataset(data_dir, "train", "vae", cfg.batch_size, augment=True, seed=cfg.seed, limit=limit)
+    val = VoxelDataset(data_dir, "val", "vae", cfg.batch_size, augment=False, shuffle=False, limit=cfg.val_limit)
+    vcfg = VAEConfig(grid_size=train.grid.size, n_cond=train.condition["n_bins"], **(vae_cfg or {}))
+    features = None
+    if unet_location is not None and vcfg.alpha > 0:
+        unet, _ = load_unet(unet_location)
+        features = feature_extractor(unet)
+    man = train.arrays["manifest"]
+    meta = {"kind": "vae", "config": vcfg.to_dict(), "grid": man["grid"], "condition": man["condition"],
+            "elements_Z": man["elements_Z"], "data": str(data_dir), "unet": str(unet_location),
+            "train_source": (man.get("sources") or [None])[0],
+            "train": cfg.__dict__, "n_train": train.n, "n_val": val.n}
+
+    def factory():
+        model = build_vae(vcfg, features)
+        model.compile(optimizer=keras.optimizers.Adam(cfg.lr))
         return model
 
     return fit(factory, train, val, out_dir, epochs=cfg.epochs, steps_per_epoch=cfg.steps_per_epoch,
@@ -85,7 +119,20 @@ def register_cli(sub) -> None:
     add_common(p)
     p.add_argument("--base-filters", type=int, default=UNetConfig.base_filters)
     p.add_argument("--depth", type=int, default=UNetConfig.depth)
+    p.add_argument("--crop", type=int, default=16,
+                   help="train on random CROP^3 windows (default 16: 8x cheaper per map); 0 = whole maps")
     p.set_defaults(func=_cmd_train_unet)
+
+    p = sub.add_parser("train-vae", help="train the conditional DFC-VAE on a prepared dataset",
+                       description="Train the Cond-DFC-VAE (MSE + β·KL + α·DFC over the frozen UNet's encoder "
+                                   "layers, paper eq. 5). The dataset must have been prepared with --property.")
+    add_common(p)
+    p.add_argument("--unet", default=None, help="trained UNet (run folder or weights folder); omit for no DFC term")
+    p.add_argument("--latent", type=int, default=256)
+    p.add_argument("--filters", default="16,32,64,128", help="encoder filters per level")
+    p.add_argument("--beta", type=float, default=5e-4)
+    p.add_argument("--alpha", type=float, default=1.0)
+    p.set_defaults(func=_cmd_train_vae)
 
 
 def _train_cfg(a, default_lr: float) -> TrainConfig:
@@ -96,7 +143,18 @@ def _train_cfg(a, default_lr: float) -> TrainConfig:
 
 def _cmd_train_unet(a) -> int:
     state = train_unet(a.data, a.out, {"base_filters": a.base_filters, "depth": a.depth},
-                       _train_cfg(a, 1e-3), resume=a.resume, limit=a.limit, verbose=0 if a.quiet else 2)
+                       _train_cfg(a, 1e-3), resume=a.resume, limit=a.limit, verbose=0 if a.quiet else 2,
+                       crop=a.crop or None)
+    print(f"best val_loss {state.get('best'):.4f} at epoch {state.get('best_epoch')}; weights in "
+          f"{Path(a.out) / 'best.weights.h5'}")
+    return 0
+
+
+def _cmd_train_vae(a) -> int:
+    vcfg = {"latent_dim": a.latent, "filters": tuple(int(f) for f in a.filters.split(",")), "beta": a.beta,
+            "alpha": a.alpha if a.unet else 0.0}
+    state = train_vae(a.data, a.out, a.unet, vcfg, _train_cfg(a, 1e-3), resume=a.resume, limit=a.limit,
+                      verbose=0 if a.quiet else 2)
     print(f"best val_loss {state.get('best'):.4f} at epoch {state.get('best_epoch')}; weights in "
           f"{Path(a.out) / 'best.weights.h5'}")
     return 0

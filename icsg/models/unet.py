@@ -57,8 +57,7 @@ def _block(x, filters: int, name: str):
 
 
 def build_unet(cfg: UNetConfig) -> keras.Model:
-    n = cfg.grid_size
-    inp = keras.Input((n, n, n, 1), name="density")
+    inp = keras.Input((None, None, None, 1), name="density")  # any size divisible by 2**depth
     x = LogChannel(cfg.log_eps, name="log_channel")(inp)
     skips = []
     for level in range(cfg.depth):

@@ -1,0 +1,185 @@
+"""``icsg generate``: sample, decode, annotate, filter and write crystals (the main job)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from icsg.errors import SourceError
+from icsg.io import atomic_path, atomic_write_json, atomic_write_text
+from icsg.pretrained import WEIGHTS_DIR
+from icsg.properties import PROPERTIES
+
+CSV_COLUMNS = ["file", "formula", "a_A", "b_A", "c_A", "n_sites", "condition", "valid", "charge_neutral",
+               "novel", "pass_property", "kept"]
+
+
+def _base_structure(spec: str, data_csv: str | None):
+    """A CIF path, or an id looked up in the training/validation CSV."""
+    from icsg.data.sources import iter_source, read_cif_file
+
+    p = Path(spec)
+    if p.suffix.lower() == ".cif" or p.exists():
+        if not p.exists():
+            raise SourceError(f"{p}: no such file")
+        rec = read_cif_file(p)
+        if rec.error:
+            raise SourceError(str(rec.error))
+        return rec.structure, rec.properties
+    if data_csv is None or not Path(data_csv).exists():
+        raise SourceError(f"'{spec}' is not a CIF file, and no --data CSV to look the id up in")
+    for rec in iter_source(data_csv):
+        if rec.id == spec:
+            if rec.error:
+                raise SourceError(str(rec.error))
+            return rec.structure, rec.properties
+    raise SourceError(f"id '{spec}' not found in {data_csv}")
+
+
+def slice_sheet(slices: np.ndarray, path: Path, titles: list[str] | None = None, max_maps: int = 25) -> None:
+    """PNG grid of density mid-slices (z = n/2)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    k = min(len(slices), max_maps)
+    if k == 0:
+        return
+    cols = int(np.ceil(np.sqrt(k)))
+    rows = int(np.ceil(k / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(2 * cols, 2 * rows), squeeze=False)
+    for i, ax in enumerate(axes.ravel()):
+        ax.axis("off")
+        if i < k:
+            ax.imshow(slices[i].T, origin="lower", cmap="magma")
+            if titles:
+                ax.set_title(titles[i] or "-", fontsize=7)
+    fig.tight_layout()
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=90)
+    plt.close(fig)
+
+
+def run_generate(a) -> dict:
+    from icsg.generation.generator import Generator, apply_filters, load_training_set
+
+    out = Path(a.out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".icsg_write_test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise SourceError(f"{out}: output directory cannot be written ({exc.strerror})") from None
+    if a.n is not None and a.n <= 0:
+        raise ValueError(f"--n must be positive, got {a.n}")
+    t0 = time.perf_counter()
+    gen = Generator(a.weights, seed=a.seed, batch_size=a.batch, workers=a.workers)
+    prop = gen.condition_property
+    base, target, mode = None, None, "random"
+    if a.interpolate:
+        mode = "interpolate"
+        sa, _ = _base_structure(a.interpolate[0], a.data)
+        sb, _ = _base_structure(a.interpolate[1], a.data)
+        df = gen.interpolate(sa, sb, a.steps, a.method)
+    elif a.around:
+        mode = "around"
+        base, props = _base_structure(a.around, a.data)
+        if a.condition is not None:
+            gen._onehot(a.condition, 1)
+        df = gen.around(base, a.n or 100, a.variance, a.condition)
+        target = props.get(prop)
+        if target is None or not np.isfinite(target):
+            target = float(gen.predictor.predict([base])[prop].iloc[0]) if gen.predictor else None
+    else:
+        if a.target is not None:
+            k = gen.bin_of(a.target)
+            target = a.target
+        else:
+            k = gen.n_bins // 2 if a.condition is None else a.condition
+            gen._onehot(k, 1)
+            target = gen.bin_centre(k)
+        df = gen.sample(a.n or 100, condition=k)
+    training = None
+    if not a.no_novelty:
+        train_csv = a.train or gen.vae_meta.get("train_source")
+        if train_csv and not Path(train_csv).exists() and not Path(train_csv).is_absolute():
+            repo_relative = Path(__file__).resolve().parents[2] / train_csv
+            train_csv = str(repo_relative) if repo_relative.exists() else train_csv
+        if train_csv and Path(train_csv).exists():
+            training = load_training_set(train_csv)
+        else:
+            print(f"icsg generate: novelty filter skipped (training set {train_csv!r} not found; pass --train)",
+                  file=sys.stderr)
+    funnel = apply_filters(df, target, prop, base, training, a.window)
+    written = []
+    for i, row in df.iterrows():
+        if row["kept"] or (a.keep_all and row["structure"] is not None):
+            name = f"gen_{i:05d}_{row['formula']}.cif"
+            atomic_write_text(out / name, row["structure"].to(fmt="cif"))
+            written.append((i, name))
+    files = dict(written)
+    import pandas as pd
+
+    table = df.drop(columns=["structure", "z"]).copy()
+    table.insert(0, "file", [files.get(i, "") for i in df.index])
+    cols = [c for c in CSV_COLUMNS if c in table] + [c for c in PROPERTIES if c in table] + ["failure"]
+    with atomic_path(out / "candidates.csv", suffix=".csv") as tmp:
+        table[cols].to_csv(tmp, index=False)
+    with atomic_path(out / "latents.npz", suffix=".npz") as tmp:
+        np.savez(tmp, z=np.stack(df["z"].to_list()), condition=np.asarray(df["condition"], dtype=float))
+    slice_sheet(df.attrs["density_slices"], out / "density_slices.png", list(df["formula"]))
+    seconds = time.perf_counter() - t0
+    summary = {
+        "mode": mode, "n_requested": int(len(df)), "condition_property": prop,
+        "target": target, "funnel": funnel,
+        "rates": {"decoded": funnel["decoded"] / len(df), "valid": float(df["valid"].mean()),
+                  "kept": funnel["unique"] / len(df), "charge_neutral": float(df["charge_neutral"].mean())},
+        "novelty_checked": training is not None, "cif_files": len(written),
+        "wall_seconds": seconds, "crystals_per_second": len(df) / seconds,
+        "decode_seconds": df.attrs["seconds"], "seed": a.seed,
+        "weights": str(a.weights), "note": "properties are CGCNN predictions, not DFT",
+    }
+    atomic_write_json(out / "summary.json", summary)
+    return summary
+
+
+def register_cli(sub) -> None:
+    p = sub.add_parser("generate", help="generate property-conditioned crystals with the shipped models",
+                       description="Sample the Cond-DFC-VAE (random per condition, around a base crystal, or "
+                                   "between two), decode with the UNet, predict properties with the CGCNNs, filter "
+                                   "(distance, stoichiometry, novelty, property window, uniqueness) and write CIFs, "
+                                   "candidates.csv, summary.json and density_slices.png to --out.")
+    p.add_argument("--n", type=int, default=None, help="crystals to sample (default 100)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--condition", type=int, default=None, help="property bin 0..9 (default: the middle bin)")
+    g.add_argument("--target", type=float, default=None, help="target value of the condition property")
+    p.add_argument("--around", default=None, help="base crystal: a CIF file or an id in --data")
+    p.add_argument("--variance", type=float, default=0.5, help="σ² around the base (paper 0.5)")
+    p.add_argument("--interpolate", nargs=2, metavar=("A", "B"), default=None, help="two CIFs or ids")
+    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--method", choices=["linear", "slerp"], default="linear")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--workers", type=int, default=1, help="segmentation worker processes")
+    p.add_argument("--weights", default=str(WEIGHTS_DIR))
+    p.add_argument("--data", default=None, help="CSV to look base ids up in")
+    p.add_argument("--train", default=None, help="training CSV for the novelty filter (default: the VAE's)")
+    p.add_argument("--no-novelty", action="store_true", help="skip the training-set comparison")
+    p.add_argument("--window", type=float, default=0.2, help="relative property window (default 0.2)")
+    p.add_argument("--keep-all", action="store_true", help="write a CIF for every decoded crystal")
+    p.set_defaults(func=_cmd)
+
+
+def _cmd(a) -> int:
+    s = run_generate(a)
+    print(json.dumps({k: s[k] for k in ("mode", "n_requested", "funnel", "rates", "cif_files", "wall_seconds",
+                                        "crystals_per_second")}, indent=2, default=float))
+    return 0

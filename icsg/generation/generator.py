@@ -1,0 +1,197 @@
+"""``icsg.Generator``: property-conditioned crystals from the trained Cond-DFC-VAE, UNet and CGCNNs.
+
+Every sampling mode returns a ``pandas.DataFrame``, one row per latent vector:
+``structure`` (pymatgen Structure or None), ``formula``, cell lengths (Å), ``n_sites``,
+``valid`` (all distances > 0.5 Å), ``charge_neutral``, the predicted properties,
+``condition`` (bin index, or a float for interpolated conditions), ``z`` (latent
+vector) and ``failure`` (why no structure came out). ``apply_filters`` adds the
+paper's Table 2 filter flags and counts.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from pymatgen.core import Structure
+
+import icsg  # noqa: F401
+from icsg.data.dataset import property_bin
+from icsg.data.filters import FilterConfig, standardise
+from icsg.errors import CrystalError, SourceError
+from icsg.generation import filters as F
+from icsg.generation.pipeline import batch_to_structures, decode_latents
+from icsg.generation.sampling import interpolate, sample_around, sample_prior
+from icsg.grid import GridSpec
+from icsg.pretrained import WEIGHTS_DIR, load_unet, load_vae
+from icsg.representation.density import encode
+
+
+class Generator:
+    """Args:
+        weights_dir: folder with unet.*, vae.* and cgcnn_*.* (default: the shipped weights/).
+        vae, unet: run folders overriding the weights folder for those models.
+        predict: annotate crystals with the CGCNN properties.
+        seed: seeds every sampling call in turn.
+        batch_size: maps per decoder/UNet batch.
+        workers: segmentation worker processes.
+    """
+
+    def __init__(self, weights_dir: str | os.PathLike = WEIGHTS_DIR, vae=None, unet=None, predict: bool = True,
+                 seed: int = 0, batch_size: int = 32, workers: int = 1):
+        self.unet, self.unet_meta = load_unet(unet or weights_dir)
+        self.vae, self.vae_meta = load_vae(vae or weights_dir)
+        self.spec = GridSpec.from_dict(self.vae_meta["grid"])
+        self.cond = self.vae_meta["condition"]
+        self.n_bins = int(self.cond["n_bins"])
+        self.latent_dim = int(self.vae_meta["config"]["latent_dim"])
+        self.rng = np.random.default_rng(seed)
+        self.batch_size, self.workers = batch_size, workers
+        self.predictor = None
+        if predict:
+            from icsg.predict import PropertyPredictor
+
+            self.predictor = PropertyPredictor(weights_dir)
+
+    # --- conditions ----------------------------------------------------------------
+    @property
+    def condition_property(self) -> str:
+        return self.cond["property"]
+
+    def bin_of(self, value: float) -> int:
+        lo, hi = self.cond["train_min"], self.cond["train_max"]
+        if not np.isfinite(value) or value < lo or value > hi:
+            raise ValueError(f"target {value} is outside the training range of {self.condition_property} "
+                             f"[{lo:.4g}, {hi:.4g}]")
+        return int(property_bin([value], np.array(self.cond["edges"]))[0])
+
+    def bin_centre(self, k: int) -> float:
+        """A representative value of bin k: midpoint of its edges (train min/max at the ends)."""
+        edges = [self.cond["train_min"]] + list(self.cond["edges"]) + [self.cond["train_max"]]
+        return 0.5 * (edges[k] + edges[k + 1])
+
+    def _onehot(self, k: int, n: int) -> np.ndarray:
+        if not (isinstance(k, (int, np.integer)) and 0 <= k < self.n_bins):
+            raise ValueError(f"condition must be an integer bin in [0, {self.n_bins - 1}], got {k!r}")
+        return np.tile(np.eye(self.n_bins, dtype=np.float32)[k], (n, 1))
+
+    # --- encoding --------------------------------------------------------------------
+    def encode(self, structure: Structure, condition: int | None = None, item: str = "base") -> tuple[np.ndarray, int]:
+        """Posterior mean μ of a crystal and the condition used (its predicted property bin by default)."""
+        s = standardise(structure, item, FilterConfig())
+        e = encode(s, self.spec, item=item)
+        x = np.concatenate([e.density[..., None], e.coords], -1)[None].astype(np.float32)
+        if condition is None:
+            condition = self._predicted_bin(s)
+        mu, _ = self.vae.encoder.predict([x, self._onehot(condition, 1)], verbose=0)
+        return np.asarray(mu)[0], condition
+
+    def _predicted_bin(self, s: Structure) -> int:
+        if self.predictor is None or self.condition_property not in self.predictor.models:
+            return self.n_bins // 2
+        v = float(self.predictor.predict([s])[self.condition_property].iloc[0])
+        v = float(np.clip(v, self.cond["train_min"], self.cond["train_max"]))
+        return self.bin_of(v)
+
+    # --- sampling modes -----------------------------------------------------------------
+    def sample(self, n: int, condition: int | None = None, target: float | None = None) -> pd.DataFrame:
+        """n crystals with z ~ N(0, I) for one property bin (or the bin of ``target``)."""
+        _check_n(n)
+        k = self.bin_of(target) if target is not None else (self.n_bins // 2 if condition is None else condition)
+        return self.decode(sample_prior(n, self.latent_dim, self.rng), self._onehot(k, n), [k] * n)
+
+    def around(self, base: Structure, n: int, variance: float = 0.5, condition: int | None = None) -> pd.DataFrame:
+        """n crystals with z ~ N(μ_base, σ² I) (paper σ² = 0.5); the base's condition by default."""
+        _check_n(n)
+        mu, k = self.encode(base, condition)
+        return self.decode(sample_around(mu, n, variance, self.rng), self._onehot(k, n), [k] * n)
+
+    def interpolate(self, a: Structure, b: Structure, steps: int = 10, method: str = "linear") -> pd.DataFrame:
+        """Decoded points on the path between two crystals' μ; conditions interpolated linearly."""
+        mu_a, ka = self.encode(a, item="a")
+        mu_b, kb = self.encode(b, item="b")
+        z = interpolate(mu_a, mu_b, steps, method)
+        c = interpolate(np.eye(self.n_bins)[ka], np.eye(self.n_bins)[kb], steps, "linear")
+        return self.decode(z, c, list(np.linspace(ka, kb, steps)))
+
+    # --- decoding ----------------------------------------------------------------------------
+    def decode(self, z: np.ndarray, cond: np.ndarray, labels: list) -> pd.DataFrame:
+        t0 = time.perf_counter()
+        rows, densities = [], []
+        for i in range(0, len(z), self.batch_size):
+            b = decode_latents(self.vae, self.unet, z[i:i + self.batch_size], cond[i:i + self.batch_size],
+                               self.unet_meta["elements_Z"], self.batch_size)
+            densities.append(b.density[:, :, :, self.spec.size // 2].copy())
+            for s, why in batch_to_structures(b, self.spec, workers=self.workers):
+                rows.append((s, why))
+        structs = [s for s, _ in rows]
+        df = pd.DataFrame({
+            "structure": structs,
+            "formula": [s.composition.reduced_formula if s is not None else None for s in structs],
+            "a_A": [s.lattice.a if s is not None else np.nan for s in structs],
+            "b_A": [s.lattice.b if s is not None else np.nan for s in structs],
+            "c_A": [s.lattice.c if s is not None else np.nan for s in structs],
+            "n_sites": [len(s) if s is not None else 0 for s in structs],
+            "valid": [s is not None and F.distances_ok(s) for s in structs],
+            "charge_neutral": [s is not None and F.charge_neutral(s) for s in structs],
+            "condition": labels,
+            "z": list(z),
+            "failure": [why for _, why in rows],
+        })
+        if self.predictor is not None:
+            ok = [i for i, s in enumerate(structs) if s is not None]
+            props = self.predictor.predict([structs[i] for i in ok])
+            for col in props.columns:
+                df[col] = np.nan
+                df.loc[ok, col] = props[col].to_numpy()
+        df.attrs["density_slices"] = np.concatenate(densities) if densities else np.zeros((0,))
+        df.attrs["seconds"] = time.perf_counter() - t0
+        return df
+
+
+def _check_n(n) -> None:
+    if not isinstance(n, (int, np.integer)) or n <= 0:
+        raise ValueError(f"n must be a positive integer, got {n!r}")
+
+
+def load_training_set(path: str | os.PathLike, limit: int | None = None) -> F.TrainingSet:
+    from icsg.data.sources import iter_source
+
+    p = Path(path)
+    if not p.exists():
+        raise SourceError(f"{p}: training set for the novelty filter not found")
+    return F.TrainingSet([r.structure for r in iter_source(str(p), limit=limit) if r.structure is not None])
+
+
+def apply_filters(df: pd.DataFrame, target: float | None, property_name: str | None,
+                  base: Structure | None = None, training: F.TrainingSet | None = None,
+                  window: float = 0.2) -> dict:
+    """Add pass_* flags and ``kept`` to ``df`` (in place); return the funnel counts (paper Table 2)."""
+    n = len(df)
+    keep = np.array([s is not None for s in df["structure"]])
+    funnel = {"generated": n, "decoded": int(keep.sum())}
+    keep &= df["valid"].to_numpy(bool)
+    df["pass_distance"] = keep.copy()
+    funnel["distance > 0.5 Å"] = int(keep.sum())
+    if base is not None:
+        keep &= np.array([s is not None and F.same_stoichiometry(s, base) for s in df["structure"]])
+        funnel["stoichiometry of base"] = int(keep.sum())
+    df["pass_stoichiometry"] = keep.copy()
+    if training is not None:
+        novel = np.array([k and not training.contains(s) for s, k in zip(df["structure"], keep)])
+        df["novel"] = novel
+        keep &= novel
+        funnel["not in training set"] = int(keep.sum())
+    if target is not None and property_name in df:
+        inwin = np.array([F.within_window(v, target, window) for v in df[property_name]])
+        keep &= inwin
+        funnel[f"{property_name} within {int(window * 100)}% of {target:.3g}"] = int(keep.sum())
+    df["pass_property"] = keep.copy()
+    uniq = np.array(F.unique_mask(list(df["structure"]), list(keep)))
+    df["kept"] = uniq
+    funnel["unique"] = int(uniq.sum())
+    funnel["charge neutral (flag, of kept)"] = int((uniq & df["charge_neutral"].to_numpy(bool)).sum())
+    return funnel

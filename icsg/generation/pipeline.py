@@ -1,0 +1,66 @@
+"""Maps -> crystals with the trained networks: VAE decoder -> UNet -> segmentation -> Structure.
+
+Batched: the decoder and the UNet run on whole batches; segmentation runs per map
+(optionally over worker processes). A map that does not segment into a crystal
+comes back as ``None`` with the reason, never as an exception.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+import icsg  # noqa: F401
+from icsg.grid import GridSpec
+from icsg.parallel import pmap
+from icsg.segmentation.lattice import lengths_from_coordinates
+from icsg.segmentation.watershed import SegmentationConfig, find_sites, sites_to_structure
+
+
+@dataclass
+class DecodedBatch:
+    density: np.ndarray   # (B, n, n, n) decoded M' (normalised)
+    coords: np.ndarray    # (B, n, n, n, 3) decoded C'
+    species: np.ndarray   # (B, n, n, n) Z per voxel from the UNet argmax
+    occupancy: np.ndarray  # (B, n, n, n) UNet occupancy probability
+
+
+def class_to_z(elements_Z: list[int]) -> np.ndarray:
+    """Class index -> Z (class 0 -> 0)."""
+    return np.array([0] + list(elements_Z), dtype=np.int16)
+
+
+def segment_maps(unet, density: np.ndarray, elements_Z: list[int], batch_size: int = 16):
+    """UNet on (B, n, n, n) maps -> (Z per voxel, occupancy probability)."""
+    table = class_to_z(elements_Z)
+    out = unet.predict(density[..., None].astype(np.float32), batch_size=batch_size, verbose=0)
+    species = table[np.argmax(np.asarray(out["species"]), axis=-1)]
+    return species, np.asarray(out["occupancy"])[..., 0]
+
+
+def decode_latents(vae, unet, z: np.ndarray, cond: np.ndarray, elements_Z: list[int],
+                   batch_size: int = 16) -> DecodedBatch:
+    """Latent vectors (B, latent) + one-hot conditions (B, K) -> decoded maps and segmentations."""
+    x = np.asarray(vae.decoder.predict([z.astype(np.float32), cond.astype(np.float32)],
+                                       batch_size=batch_size, verbose=0))
+    species, occ = segment_maps(unet, x[..., 0], elements_Z, batch_size)
+    return DecodedBatch(x[..., 0], x[..., 1:], species, occ)
+
+
+def _to_structure(args):
+    species, occ, dens, coords, spec, seg = args
+    try:
+        abc = lengths_from_coordinates(coords, spec)
+        z, cents = find_sites(species, dens, occ, seg)
+        return sites_to_structure(z, cents, abc, spec, seg.merge_tol_A), None
+    except ValueError as exc:
+        return None, str(exc)
+
+
+def batch_to_structures(b: DecodedBatch, spec: GridSpec, seg: SegmentationConfig = SegmentationConfig(),
+                        workers: int = 1, progress: bool = False) -> list[tuple]:
+    """[(Structure or None, failure reason or None)] for every map of the batch."""
+    items = [(b.species[i], b.occupancy[i], b.density[i], b.coords[i], spec, seg) for i in range(len(b.density))]
+    return list(pmap(_to_structure, items, workers=workers, total=len(items), progress=progress,
+                     desc="segmenting", chunksize=4))

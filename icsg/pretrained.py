@@ -1,0 +1,91 @@
+"""Loading trained models: from a training run folder or from the shipped ``weights/``.
+
+A model is two files: ``NAME.json`` (config, element classes, grid, condition bins)
+and ``NAME.weights.h5`` (Keras weights, HDF5: no pickle, no code). The model is
+rebuilt from the config by the same function that trained it, then the weights are
+loaded; a missing, truncated or mismatched file raises ``WeightsError`` naming it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import icsg  # noqa: F401
+from icsg.errors import WeightsError
+
+WEIGHTS_DIR = Path(os.environ.get("ICSG_WEIGHTS", Path(__file__).resolve().parent.parent / "weights"))
+
+
+def sha256(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _pair(location: str | os.PathLike, name: str) -> tuple[dict, Path]:
+    """(meta, weights path) from a run folder (model.json + best.weights.h5) or weights/NAME.*"""
+    loc = Path(location)
+    if loc.is_dir() and (loc / "model.json").exists():
+        meta_path, w = loc / "model.json", loc / "best.weights.h5"
+    elif loc.is_dir():
+        meta_path, w = loc / f"{name}.json", loc / f"{name}.weights.h5"
+    else:
+        meta_path, w = loc.with_suffix("").with_suffix(".json"), loc
+    if not meta_path.exists():
+        raise WeightsError(f"{meta_path}: model description missing (expected beside the weights)")
+    if not w.exists():
+        raise WeightsError(f"{w}: weights file missing")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except json.JSONDecodeError as exc:
+        raise WeightsError(f"{meta_path}: not valid JSON ({exc})") from None
+    return meta, w
+
+
+def _load_weights(model, path: Path) -> None:
+    try:
+        model.load_weights(path)
+    except Exception as exc:  # h5py OSError on truncation, ValueError on shape mismatch
+        raise WeightsError(f"{path}: cannot load weights ({type(exc).__name__}: {str(exc)[:200]})") from None
+
+
+def load_unet(location: str | os.PathLike = WEIGHTS_DIR):
+    """(keras UNet, meta). ``meta['elements_Z']`` maps class k to Z = elements_Z[k-1]."""
+    from icsg.models.unet import UNetConfig, build_unet
+
+    meta, w = _pair(location, "unet")
+    model = build_unet(UNetConfig(**meta["config"]))
+    _load_weights(model, w)
+    return model, meta
+
+
+def load_vae(location: str | os.PathLike = WEIGHTS_DIR, unet=None):
+    """(Cond-DFC-VAE, meta). The UNet features are attached only if ``unet`` is given (training)."""
+    from icsg.models.unet import feature_extractor
+    from icsg.models.vae import VAEConfig, build_vae
+
+    meta, w = _pair(location, "vae")
+    model = build_vae(VAEConfig.from_dict(meta["config"]), feature_extractor(unet) if unet is not None else None)
+    _load_weights(model, w)
+    return model, meta
+
+
+@dataclass
+class Pretrained:
+    unet: object
+    unet_meta: dict
+    vae: object
+    vae_meta: dict
+
+
+def load_pretrained(weights_dir: str | os.PathLike = WEIGHTS_DIR) -> Pretrained:
+    """The shipped UNet and Cond-DFC-VAE, offline."""
+    unet, um = load_unet(weights_dir)
+    vae, vm = load_vae(weights_dir)
+    return Pretrained(unet, um, vae, vm)

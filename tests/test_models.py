@@ -1,0 +1,158 @@
+"""Keras models: a few training steps reduce the loss; save/load is bit-exact; both backends run."""
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+import icsg  # noqa: F401
+import keras
+
+from icsg.grid import GridSpec
+from icsg.models.losses import NonzeroRecall, WeightedSpeciesCrossEntropy, class_weights
+from icsg.models.unet import UNetConfig, build_unet, feature_extractor
+from icsg.models.vae import VAEConfig, build_vae
+from icsg.representation.density import encode
+
+
+def _maps(perovskite, rocksalt, n=16):
+    spec = GridSpec(size=n)
+    encs = [encode(perovskite, spec), encode(rocksalt, spec)]
+    zs = sorted({8, 11, 17, 22, 38})
+    table = np.zeros(256, dtype=int)
+    for k, z in enumerate(zs, 1):
+        table[z] = k
+    m = np.stack([e.density for e in encs])[..., None]
+    s = np.stack([table[e.species] for e in encs])
+    occ = np.stack([e.occupancy for e in encs])[..., None].astype("float32")
+    x = np.concatenate([m, np.stack([e.coords for e in encs])], -1)
+    return m, s, occ, x, len(zs) + 1
+
+
+def test_class_weights_background_zero():
+    w = class_weights(np.array([1000, 10, 30, 0]))
+    assert w[0] == 0 and w[3] == 0 and w[1] == pytest.approx(3 * w[2])
+
+
+def test_weighted_ce_ignores_background():
+    loss = WeightedSpeciesCrossEntropy([0.0, 1.0, 1.0])
+    y = np.array([[0, 1, 2]])
+    good = np.array([[[0.0, 0.5, 0.5], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]], dtype="float32") * 0.98 + 0.01 / 3
+    bad_bg = good.copy()
+    bad_bg[0, 0] = [0.01, 0.98, 0.01]  # background mispredicted: no cost (weight 0)
+    assert float(loss(y, good)) == pytest.approx(float(loss(y, bad_bg)), rel=1e-6)
+
+
+def test_unet_trains_and_roundtrips(tmp_path, perovskite, rocksalt):
+    keras.utils.set_random_seed(0)
+    m, s, occ, _, k = _maps(perovskite, rocksalt)
+    model = build_unet(UNetConfig(n_classes=k, grid_size=16, base_filters=4, depth=2))
+    model.compile(keras.optimizers.Adam(3e-3),
+                  loss={"species": WeightedSpeciesCrossEntropy(class_weights(np.bincount(s.ravel(), minlength=k))),
+                        "occupancy": "binary_crossentropy"},
+                  metrics={"species": [NonzeroRecall()]})
+    hist = model.fit(m, {"species": s, "occupancy": occ}, epochs=25, verbose=0).history["loss"]
+    assert hist[-1] < 0.8 * hist[0]  # training loss (BN statistics need far more steps for eval mode)
+    path = tmp_path / "u.weights.h5"
+    model.save_weights(path)
+    clone = build_unet(UNetConfig(n_classes=k, grid_size=16, base_filters=4, depth=2))
+    clone.load_weights(path)
+    for a, b in zip(model.get_weights(), clone.get_weights()):
+        assert np.array_equal(a, b)
+    assert np.array_equal(model.predict(m, verbose=0)["species"], clone.predict(m, verbose=0)["species"])
+
+
+def test_vae_dfc_trains_and_roundtrips(tmp_path, perovskite, rocksalt):
+    keras.utils.set_random_seed(0)
+    _, _, _, x, k = _maps(perovskite, rocksalt)
+    unet = build_unet(UNetConfig(n_classes=k, grid_size=16, base_filters=4, depth=2))
+    cfg = VAEConfig(grid_size=16, latent_dim=8, filters=(4, 8), n_cond=10)
+    vae = build_vae(cfg, feature_extractor(unet))
+    vae.compile(keras.optimizers.Adam(3e-3))
+    cond = np.eye(10, dtype="float32")[[2, 7]]
+    h = vae.fit((x, cond), x, epochs=20, verbose=0).history
+    assert h["loss"][-1] < 0.8 * h["loss"][0] and h["mse"][-1] < h["mse"][0] and h["dfc"][-1] >= 0
+    path = tmp_path / "v.weights.h5"
+    vae.save_weights(path)
+    clone = build_vae(cfg, feature_extractor(unet))
+    clone.load_weights(path)
+    for a, b in zip(vae.get_weights(), clone.get_weights()):
+        assert np.array_equal(a, b)
+    mu_a, _ = vae.encoder.predict([x, cond], verbose=0)
+    mu_b, _ = clone.encoder.predict([x, cond], verbose=0)
+    assert np.array_equal(mu_a, mu_b)
+    bare = build_vae(cfg)  # inference model without the UNet: same weights file
+    bare.load_weights(path)
+    assert np.array_equal(bare.encoder.predict([x, cond], verbose=0)[0], mu_a)
+
+
+BACKEND_SCRIPT = textwrap.dedent("""
+    import numpy as np, keras
+    from icsg.models.unet import UNetConfig, build_unet, feature_extractor
+    from icsg.models.vae import VAEConfig, build_vae
+    from icsg.models.losses import WeightedSpeciesCrossEntropy
+    assert keras.backend.backend() == "{backend}"
+    u = build_unet(UNetConfig(n_classes=3, grid_size=8, base_filters=2, depth=1))
+    u.compile("adam", loss={{"species": WeightedSpeciesCrossEntropy([0, 1, 1]), "occupancy": "binary_crossentropy"}})
+    x = np.random.rand(2, 8, 8, 8, 1).astype("float32")
+    y = {{"species": np.random.randint(0, 3, (2, 8, 8, 8)), "occupancy": np.random.rand(2, 8, 8, 8, 1).astype("float32")}}
+    u.train_on_batch(x, y)
+    v = build_vae(VAEConfig(grid_size=8, latent_dim=4, filters=(2,)), feature_extractor(u))
+    v.compile("adam")
+    xv = np.random.rand(2, 8, 8, 8, 4).astype("float32")
+    c = np.eye(10, dtype="float32")[[0, 1]]
+    r = v.train_on_batch((xv, c), xv, return_dict=True)
+    assert np.isfinite(r["loss"])
+    print("ok", keras.backend.backend())
+""")
+
+
+@pytest.mark.parametrize("backend", ["torch", "tensorflow"])
+def test_models_on_each_backend(backend):
+    if backend == "tensorflow":
+        pytest.importorskip("tensorflow", reason="tensorflow not installed (pip install 'icsg[tensorflow]')")
+    env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3")
+    r = subprocess.run([sys.executable, "-c", BACKEND_SCRIPT.format(backend=backend)], env=env,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert f"ok {backend}" in r.stdout
+
+
+def test_training_command_checkpoints_and_resumes(tmp_path, perovskite, rocksalt):
+    import pandas as pd
+
+    from icsg.data.dataset import PrepareConfig, prepare
+    from icsg.data.sources import iter_source
+    from icsg.models.train import TrainConfig, train_unet
+
+    rows = []
+    for i in range(8):
+        s = (perovskite if i % 2 else rocksalt).copy()
+        s.scale_lattice(s.volume * (1 + 0.02 * i))
+        rows.append({"material_id": f"m{i}", "cif": s.to(fmt="cif"), "e": float(i)})
+    pd.DataFrame(rows).to_csv(tmp_path / "d.csv", index=False)
+    ds = tmp_path / "ds"
+    prepare(list(iter_source(str(tmp_path / "d.csv"))), ds, GridSpec(size=16),
+            cfg=PrepareConfig(property="e", val_fraction=0.3), workers=1, progress=False)
+    cfg = TrainConfig(epochs=1, batch_size=2, steps_per_epoch=2, val_limit=2)
+    run = tmp_path / "run"
+    train_unet(ds, run, {"base_filters": 2, "depth": 1}, cfg, verbose=0)
+    for f in ("best.weights.h5", "last.weights.h5", "last_optimizer.npz", "log.csv", "loss.png", "model.json"):
+        assert (run / f).exists(), f
+    with pytest.raises(FileExistsError):
+        train_unet(ds, run, {"base_filters": 2, "depth": 1}, cfg, verbose=0)
+    state = train_unet(ds, run, {"base_filters": 2, "depth": 1},
+                       TrainConfig(epochs=2, batch_size=2, steps_per_epoch=2, val_limit=2), resume=True, verbose=0)
+    assert state["epochs_done"] == 2
+    assert len(open(run / "log.csv").read().strip().splitlines()) == 3  # header + 2 epochs
+
+    from icsg.errors import WeightsError
+    from icsg.pretrained import load_unet
+
+    model, meta = load_unet(run)
+    assert meta["kind"] == "unet"
+    (run / "best.weights.h5").write_bytes(b"not an hdf5 file")
+    with pytest.raises(WeightsError, match="best.weights.h5"):
+        load_unet(run)
