@@ -145,8 +145,9 @@ def _extra_commands():
     from icsg.models.train import register_cli as unet_vae
     from icsg.generation.cli import register_cli as generate
     from icsg.predict import register_cli as predict
+    from icsg.pretrained import register_cli as ship
 
-    return [generate, unet_vae, cgcnn, predict]
+    return [generate, unet_vae, cgcnn, predict, ship]
 
 
 _EXTRA_COMMANDS: list = []

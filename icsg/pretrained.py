@@ -89,3 +89,35 @@ def load_pretrained(weights_dir: str | os.PathLike = WEIGHTS_DIR) -> Pretrained:
     unet, um = load_unet(weights_dir)
     vae, vm = load_vae(weights_dir)
     return Pretrained(unet, um, vae, vm)
+
+
+def ship_run(run: str | os.PathLike, name: str, weights_dir: str | os.PathLike = WEIGHTS_DIR) -> Path:
+    """Copy a Keras training run's best weights and description to ``weights_dir/NAME.*`` (atomically)."""
+    import shutil
+
+    from icsg.io import atomic_path, atomic_write_json
+
+    run = Path(run)
+    meta, w = _pair(run, name)
+    state_path = run / "state.json"
+    if state_path.exists():
+        state = json.loads(state_path.read_text())
+        meta["training"] = {k: state.get(k) for k in ("epochs_done", "best", "best_epoch", "epoch_seconds",
+                                                       "last_logs", "wall_seconds")}
+    dest = Path(weights_dir) / f"{name}.weights.h5"
+    with atomic_path(dest, suffix=".weights.h5") as tmp:
+        shutil.copyfile(w, tmp)
+    meta["sha256"] = sha256(dest)
+    meta["source_run"] = str(run)
+    atomic_write_json(Path(weights_dir) / f"{name}.json", meta)
+    return dest
+
+
+def register_cli(sub) -> None:
+    p = sub.add_parser("ship-weights", help="copy a training run's best weights into the weights folder",
+                       description="Copy RUN/best.weights.h5 and RUN/model.json to WEIGHTS/NAME.weights.h5 and "
+                                   "WEIGHTS/NAME.json, with the training state and the sha256.")
+    p.add_argument("run", help="training run folder")
+    p.add_argument("--name", required=True, choices=["unet", "vae"], help="model name in the weights folder")
+    p.add_argument("--to", default=str(WEIGHTS_DIR), help="weights folder (default: the package's weights/)")
+    p.set_defaults(func=lambda a: print("shipped", ship_run(a.run, a.name, a.to)) or 0)

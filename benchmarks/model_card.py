@@ -1,0 +1,86 @@
+"""Write weights/MODEL_CARD.md from the shipped models' JSON descriptions and the benchmark results.
+
+    python benchmarks/model_card.py
+
+Every number comes from weights/*.json (written by the training commands) or
+benchmarks/results/*.json (written by the benchmark scripts).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+W = ROOT / "weights"
+R = ROOT / "benchmarks" / "results"
+
+
+def _load(p: Path):
+    return json.loads(p.read_text()) if p.exists() else None
+
+
+def main() -> int:
+    sys.path.insert(0, str(ROOT))
+    from icsg.pretrained import sha256
+
+    lines = ["# Model card: shipped weights", "",
+             "All models were trained on this project's 2-core CPU machine with the project's own commands, "
+             "from `../shared/data` (read in place, never copied). Weights are Keras HDF5 (`*.weights.h5`) or "
+             "torch state dicts of tensors (`*.pt`, loaded with `torch.load(weights_only=True)`): no pickle, no "
+             "code. Each has a JSON description beside it; `icsg.pretrained` rebuilds the model from it.", ""]
+    for name, title in (("unet", "3-D UNet segmenter"), ("vae", "Cond-DFC-VAE")):
+        meta = _load(W / f"{name}.json")
+        if meta is None:
+            lines += [f"## {title}", "", "not shipped yet", ""]
+            continue
+        tr = meta.get("training", {})
+        secs = tr.get("epoch_seconds") or []
+        logs = tr.get("last_logs") or {}
+        cmd = meta.get("command", "")
+        lines += [f"## {title} (`weights/{name}.weights.h5`)", "",
+                  f"- data: `{meta.get('data')}` ({meta.get('n_train')} training / {meta.get('n_val')} validation "
+                  f"crystals, perov_5 training split; validation = 5 % of materials by id hash)",
+                  f"- command: `{cmd}`" if cmd else "- command: see the training section of benchmarks/RESULTS.md",
+                  f"- config: `{json.dumps(meta.get('config'))}`",
+                  f"- epochs: {tr.get('epochs_done')} of {meta.get('train', {}).get('steps_per_epoch')} steps "
+                  f"(batch {meta.get('train', {}).get('batch_size')}); best validation loss {tr.get('best'):.4f} at "
+                  f"epoch {tr.get('best_epoch')}" if tr else "- epochs: n/a",
+                  f"- wall time: {sum(secs) / 3600:.2f} h ({(sum(secs) / len(secs)) if secs else float('nan'):.0f} s "
+                  f"per epoch, sharing 2 cores with other training runs)",
+                  f"- last epoch metrics: `{json.dumps({k: round(v, 4) for k, v in logs.items()})}`",
+                  f"- sha256: `{sha256(W / f'{name}.weights.h5')}`", ""]
+    lines += ["## CGCNN property models (`weights/cgcnn_*.pt`)", "",
+              "Command: `icsg train-cgcnn --property all --out runs/cgcnn --ship weights --epochs 40 --patience 10` "
+              "(formation energy and energy per atom from scratch; every other property trained both from scratch "
+              "and fine-tuned from the formation-energy model, the one with the lower validation MAE shipped). "
+              "Split: 80/10/10 % of materials by id hash. Test metrics: benchmarks/RESULTS.md (properties).", "",
+              "| property | unit | data | train/val/test | chosen | epochs (best) | val MAE (transformed) | sha256 |",
+              "|---|---|---|---|---|---|---|---|"]
+    props = _load(R / "properties.json")
+    for p in sorted(W.glob("cgcnn_*.json")):
+        m = _load(p)
+        from icsg.properties import PROPERTIES
+
+        spec = PROPERTIES[m["property"]]
+        runs = m.get("chosen_over", {})
+        chosen = "fine-tuned" if m.get("init_from") else "scratch"
+        state = _load(Path(runs.get("finetuned" if m.get("init_from") else "scratch", {}).get("run", "")) / "state.json") \
+            if runs else None
+        ep = f"{state['epoch']} ({state['best_epoch']})" if state else "-"
+        val = " / ".join(f"{k} {v['val_mae']:.4f}" for k, v in runs.items())
+        lines.append(f"| {spec.label} | {spec.unit or '-'}{' (log10 target)' if spec.log10 else ''} | "
+                     f"{', '.join(s[0] for s in spec.sources)} | {m['n_train']}/{m['n_val']}/{m['n_test']} | {chosen} | "
+                     f"{ep} | {val} | `{m['sha256'][:16]}…` |")
+    if props:
+        lines += ["", "Test-split MAE (from benchmarks/results/properties.json): " + "; ".join(
+            f"{r['property']} {r['cgcnn_mae']:.4g} {r['unit']}" for r in props["rows"]) + "."]
+    lines += ["", "Full sha256 values are in each model's JSON (`sha256`).", ""]
+    (W / "MODEL_CARD.md").write_text("\n".join(lines))
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

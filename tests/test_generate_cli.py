@@ -1,0 +1,84 @@
+"""The main job on the shipped weights: every sampling mode with a small n, and every bad input."""
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from icsg.cli import main
+from icsg.pretrained import WEIGHTS_DIR
+
+NEEDED = ["unet.weights.h5", "unet.json", "vae.weights.h5", "vae.json", "cgcnn_heat_ref.pt", "cgcnn_band_gap.pt"]
+
+
+@pytest.fixture(scope="module")
+def generator():
+    missing = [f for f in NEEDED if not (WEIGHTS_DIR / f).exists()]
+    if missing:
+        pytest.skip(f"shipped weights missing: {missing}")
+    from icsg.generation.generator import Generator
+
+    return Generator(seed=0, batch_size=8)
+
+
+def test_sample_modes(generator, perovskite, rocksalt):
+    df = generator.sample(6, condition=2)
+    assert len(df) == 6 and {"structure", "formula", "valid", "z", "heat_ref", "band_gap"} <= set(df.columns)
+    assert df["z"].iloc[0].shape == (generator.latent_dim,)
+    df = generator.sample(3, target=generator.bin_centre(8))
+    assert (df["condition"] == 8).all()
+    df = generator.around(perovskite, 4, variance=0.5)
+    assert len(df) == 4
+    z = np.stack(df["z"].to_list())
+    mu, _ = generator.encode(perovskite)
+    assert np.all(np.abs(z - mu).mean(1) < 2.0)
+    df = generator.interpolate(perovskite, rocksalt, steps=4, method="slerp")
+    assert len(df) == 4
+
+
+def test_generator_bad_arguments(generator):
+    with pytest.raises(ValueError, match="condition must be an integer bin"):
+        generator.sample(2, condition=12)
+    with pytest.raises(ValueError, match="outside the training range"):
+        generator.sample(2, target=1e6)
+    with pytest.raises(ValueError, match="n must be a positive integer"):
+        generator.sample(0)
+
+
+def test_generate_cli_writes_outputs(generator, tmp_path):
+    out = tmp_path / "gen"
+    assert main(["generate", "--n", "6", "--condition", "4", "--out", str(out), "--no-novelty", "--keep-all"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["n_requested"] == 6 and "funnel" in summary and summary["crystals_per_second"] > 0
+    table = pd.read_csv(out / "candidates.csv")
+    assert len(table) == 6 and "heat_ref" in table.columns
+    assert len(list(out.glob("*.cif"))) == summary["cif_files"]
+    assert (out / "density_slices.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--condition", "12"], "condition must be an integer bin"),
+    (["--target", "1e6"], "outside the training range"),
+    (["--n", "0"], "--n must be positive"),
+    (["--around", "missing.cif"], "missing.cif: no such file"),
+    (["--around", "no-such-id", "--data", "{csv}"], "id 'no-such-id' not found"),
+])
+def test_generate_cli_bad_input(generator, tmp_path, capsys, args, message, perovskite):
+    csv = tmp_path / "d.csv"
+    pd.DataFrame({"material_id": ["a"], "cif": [perovskite.to(fmt="cif")]}).to_csv(csv, index=False)
+    out = tmp_path / "out"
+    args = [a.replace("{csv}", str(csv)) for a in args]
+    assert main(["generate", "--out", str(out), "--no-novelty"] + args) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert not (out / "summary.json").exists()
+
+
+def test_generate_cli_unwritable_and_missing_weights(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert main(["generate", "--out", str(blocker / "sub"), "--n", "2"]) == 2
+    assert "cannot be written" in capsys.readouterr().err
+    assert main(["generate", "--out", str(tmp_path / "o"), "--n", "2", "--weights", str(tmp_path / "none")]) == 2
+    assert "missing" in capsys.readouterr().err

@@ -1,0 +1,63 @@
+import numpy as np
+import pytest
+from pymatgen.core import Lattice, Structure
+
+from icsg.generation import filters as F
+from icsg.generation.sampling import interpolate, sample_around, sample_prior, slerp
+
+
+def test_slerp_endpoints_norm_and_fallback():
+    a = np.array([1.0, 0.0, 0.0])
+    b = np.array([0.0, 1.0, 0.0])
+    path = slerp(a, b, np.linspace(0, 1, 5))
+    assert np.allclose(path[0], a) and np.allclose(path[-1], b)
+    assert np.allclose(np.linalg.norm(path, axis=1), 1.0, atol=1e-6)  # stays on the sphere
+    assert np.allclose(path[2], np.array([1, 1, 0]) / np.sqrt(2), atol=1e-6)
+    par = slerp(a, 2 * a, np.array([0.0, 0.5, 1.0]))  # parallel: linear fallback
+    assert np.allclose(par[1], 1.5 * a)
+    lin = interpolate(a, b, 3, "linear")
+    assert np.allclose(lin[1], [0.5, 0.5, 0])
+    with pytest.raises(ValueError):
+        interpolate(a, b, 1)
+    with pytest.raises(ValueError, match="unknown interpolation"):
+        interpolate(a, b, 3, "cubic")
+
+
+def test_sampling_statistics():
+    rng = np.random.default_rng(0)
+    z = sample_prior(4000, 8, rng)
+    assert abs(z.mean()) < 0.03 and abs(z.std() - 1) < 0.03
+    mu = np.arange(8.0)
+    za = sample_around(mu, 4000, 0.5, rng)
+    assert np.allclose(za.mean(0), mu, atol=0.05) and abs(za.var(0).mean() - 0.5) < 0.03
+    with pytest.raises(ValueError):
+        sample_around(mu, 2, -1.0, rng)
+
+
+def test_distance_filter():
+    ok = Structure(Lattice.cubic(4.0), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    close = Structure(Lattice.cubic(4.0), ["Na", "Cl"], [[0, 0, 0], [0.1, 0, 0]])  # 0.4 Å
+    tiny = Structure(Lattice.cubic(0.45), ["Na"], [[0, 0, 0]])  # own image at 0.45 Å
+    assert F.distances_ok(ok) and not F.distances_ok(close) and not F.distances_ok(tiny)
+
+
+def test_stoichiometry_charge_and_window(perovskite):
+    other = perovskite.copy()
+    other.replace_species({"Sr": "Ba"})
+    assert F.same_stoichiometry(perovskite, perovskite) and not F.same_stoichiometry(perovskite, other)
+    assert F.charge_neutral(perovskite)
+    assert not F.charge_neutral(Structure(Lattice.cubic(4.0), ["Na", "O"], [[0, 0, 0], [0.5, 0.5, 0.5]]))
+    assert F.within_window(1.1, 1.0) and not F.within_window(1.3, 1.0) and F.within_window(-0.9, -1.0)
+    assert not F.within_window(float("nan"), 1.0)
+
+
+def test_novelty_and_uniqueness(perovskite, rocksalt):
+    training = F.TrainingSet([perovskite])
+    shifted = perovskite.copy()
+    shifted.translate_sites(list(range(5)), [0.1, 0.1, 0.1])  # same crystal, other origin
+    strained = perovskite.copy()
+    strained.scale_lattice(perovskite.volume * 1.02)
+    assert training.contains(shifted) and training.contains(strained)
+    assert not training.contains(rocksalt)
+    mask = F.unique_mask([perovskite, shifted, rocksalt, None], [True, True, True, False])
+    assert mask == [True, False, True, False]
