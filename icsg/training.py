@@ -86,7 +86,7 @@ def plot_log(csv_path: Path, png_path: Path) -> None:
 
 
 def fit(model_factory, train_ds, val_ds, out_dir, *, epochs: int, steps_per_epoch: int | None,
-        resume: bool, patience: int, meta: dict, seed: int, verbose: int = 2) -> dict:
+        resume: bool, patience: int, meta: dict, seed: int, verbose: int = 2, init_weights=None) -> dict:
     """Train with checkpoints; ``model_factory()`` builds and compiles a fresh model."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -103,6 +103,10 @@ def fit(model_factory, train_ds, val_ds, out_dir, *, epochs: int, steps_per_epoc
     else:
         if (out / "last.weights.h5").exists() and not resume:
             raise FileExistsError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
+        if init_weights is not None:  # warm start, e.g. from the shipped weights on a fresh machine
+            model.load_weights(init_weights)
+            meta["init_weights"] = str(init_weights)
+            print(f"initialised from {init_weights}", flush=True)
         initial_epoch = 0
         for f in ("log.csv",):
             (out / f).unlink(missing_ok=True)
@@ -115,10 +119,12 @@ def fit(model_factory, train_ds, val_ds, out_dir, *, epochs: int, steps_per_epoc
         _Checkpoint(out, state),
         keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience, verbose=1),
     ]
-    spe = steps_per_epoch if steps_per_epoch else len(train_ds)
+    if steps_per_epoch:
+        train_ds.epoch_steps = steps_per_epoch  # the dataset streams shuffled passes; see VoxelDataset
+        train_ds._start = initial_epoch * steps_per_epoch * train_ds.batch_size
     t0 = time.perf_counter()
     model.fit(train_ds, validation_data=val_ds, epochs=epochs, initial_epoch=initial_epoch,
-              steps_per_epoch=min(spe, len(train_ds)) if spe else None, callbacks=callbacks, verbose=verbose)
+              callbacks=callbacks, verbose=verbose)
     state["wall_seconds"] = state.get("wall_seconds", 0.0) + time.perf_counter() - t0
     atomic_write_json(state_path, state)
     return state

@@ -136,6 +136,12 @@ def test_prepare_dataset_resume_and_pydataset(tmp_path):
     ds = VoxelDataset(out, "train", "unet", batch_size=4, seed=1)
     x, y = ds[0]
     assert x.shape == (4, 32, 32, 32, 1) and y["species"].max() <= 3 and y["occupancy"].shape == x.shape
+    sds = VoxelDataset(out, "train", "unet", batch_size=4, epoch_steps=7, augment=False)
+    assert len(sds) == 7
+    seen = np.concatenate([sds._indices(i) for i in range(7)])
+    assert len(seen) == 28 and set(seen) == set(range(sds.n))  # several shuffled passes, never runs dry
+    sds.on_epoch_end()
+    assert len(sds._indices(0)) == 4
     cds = VoxelDataset(out, "train", "unet", batch_size=4, crop=16)
     xc, yc = cds[0]
     assert xc.shape == (4, 16, 16, 16, 1) and yc["species"].shape == (4, 16, 16, 16)

@@ -216,7 +216,7 @@ class VoxelDataset(_keras_pydataset()):
 
     def __init__(self, path, split: str = "train", task: str = "unet", batch_size: int = 8,
                  augment: bool = True, shuffle: bool = True, seed: int = 0, limit: int | None = None,
-                 crop: int | None = None, **kwargs):
+                 crop: int | None = None, epoch_steps: int | None = None, **kwargs):
         super().__init__(**kwargs)
         if task not in ("unet", "vae"):
             raise ValueError(f"task must be 'unet' or 'vae', got {task!r}")
@@ -238,15 +238,28 @@ class VoxelDataset(_keras_pydataset()):
             raise SourceError(f"{path}: split '{split}' is empty")
         if task == "vae" and not self.condition:
             raise SourceError(f"{path}: dataset was prepared without --property; the VAE needs a condition")
-        self.order = np.arange(self.n)
-        self.on_epoch_end()
+        # Samples are drawn from an endless stream of shuffled passes over the split, so an
+        # "epoch" of ``epoch_steps`` batches (a checkpoint interval on a CPU) can be shorter
+        # than one pass without the data running out mid-training.
+        self.epoch_steps = epoch_steps
+        self._stream = np.zeros(0, dtype=np.int64)
+        self._start = 0
 
     def __len__(self) -> int:
-        return math.ceil(self.n / self.batch_size)
+        return self.epoch_steps or math.ceil(self.n / self.batch_size)
+
+    def _indices(self, i: int) -> np.ndarray:
+        if not self.shuffle and not self.epoch_steps:
+            return np.arange(i * self.batch_size, min(self.n, (i + 1) * self.batch_size))
+        lo = self._start + i * self.batch_size
+        hi = lo + self.batch_size
+        while len(self._stream) < hi:
+            perm = self.rng.permutation(self.n) if self.shuffle else np.arange(self.n)
+            self._stream = np.concatenate([self._stream, perm])
+        return self._stream[lo:hi]
 
     def on_epoch_end(self) -> None:
-        if self.shuffle:
-            self.rng.shuffle(self.order)
+        self._start += len(self) * self.batch_size
 
     def condition_onehot(self, idx: np.ndarray) -> np.ndarray:
         edges = np.array(self.condition["edges"])
@@ -254,7 +267,7 @@ class VoxelDataset(_keras_pydataset()):
         return np.eye(self.condition["n_bins"], dtype=np.float32)[b]
 
     def __getitem__(self, i: int):
-        idx = self.order[i * self.batch_size:(i + 1) * self.batch_size]
+        idx = self._indices(i)
         dens, spc, coords = [], [], []
         for j in idx:
             d, s, abc = self.arrays["density"][j], self.arrays["species"][j], self.arrays["abc_A"][j]

@@ -39,7 +39,8 @@ class TrainConfig:
 
 
 def train_unet(data_dir, out_dir, model_cfg: dict | None = None, cfg: TrainConfig = TrainConfig(),
-               resume: bool = False, limit: int | None = None, verbose: int = 2, crop: int | None = 16) -> dict:
+               resume: bool = False, limit: int | None = None, verbose: int = 2, crop: int | None = 16,
+               init_weights=None) -> dict:
     """UNet on random ``crop``^3 windows (None = whole maps); validation always on whole maps."""
     train = VoxelDataset(data_dir, "train", "unet", cfg.batch_size, augment=True, seed=cfg.seed, limit=limit,
                          crop=crop)
@@ -62,11 +63,12 @@ def train_unet(data_dir, out_dir, model_cfg: dict | None = None, cfg: TrainConfi
         return model
 
     return fit(factory, train, val, out_dir, epochs=cfg.epochs, steps_per_epoch=cfg.steps_per_epoch,
-               resume=resume, patience=cfg.patience, meta=meta, seed=cfg.seed, verbose=verbose)
+               resume=resume, patience=cfg.patience, meta=meta, seed=cfg.seed, verbose=verbose,
+               init_weights=init_weights)
 
 
 def train_vae(data_dir, out_dir, unet_location, vae_cfg: dict | None = None, cfg: TrainConfig = TrainConfig(),
-              resume: bool = False, limit: int | None = None, verbose: int = 2) -> dict:
+              resume: bool = False, limit: int | None = None, verbose: int = 2, init_weights=None) -> dict:
     """Cond-DFC-VAE on a prepared dataset; ``unet_location`` = trained UNet (run folder or weights/).
 
     ``unet_location=None`` trains without the perceptual term (the plain β-VAE ablation).
@@ -94,7 +96,8 @@ def train_vae(data_dir, out_dir, unet_location, vae_cfg: dict | None = None, cfg
         return model
 
     return fit(factory, train, val, out_dir, epochs=cfg.epochs, steps_per_epoch=cfg.steps_per_epoch,
-               resume=resume, patience=cfg.patience, meta=meta, seed=cfg.seed, verbose=verbose)
+               resume=resume, patience=cfg.patience, meta=meta, seed=cfg.seed, verbose=verbose,
+               init_weights=init_weights)
 
 
 def register_cli(sub) -> None:
@@ -109,7 +112,9 @@ def register_cli(sub) -> None:
         p.add_argument("--val-limit", type=int, default=TrainConfig.val_limit)
         p.add_argument("--patience", type=int, default=TrainConfig.patience)
         p.add_argument("--seed", type=int, default=0)
-        p.add_argument("--resume", action="store_true", help="continue from OUT/last.keras")
+        p.add_argument("--resume", action="store_true", help="continue from OUT/last.weights.h5 (+ Adam state)")
+        p.add_argument("--init-weights", default=None,
+                       help="start from these weights (e.g. weights/unet.weights.h5) instead of random ones")
         p.add_argument("--limit", type=int, default=None, help="use only the first N training crystals")
         p.add_argument("--quiet", action="store_true")
 
@@ -144,7 +149,7 @@ def _train_cfg(a, default_lr: float) -> TrainConfig:
 def _cmd_train_unet(a) -> int:
     state = train_unet(a.data, a.out, {"base_filters": a.base_filters, "depth": a.depth},
                        _train_cfg(a, 1e-3), resume=a.resume, limit=a.limit, verbose=0 if a.quiet else 2,
-                       crop=a.crop or None)
+                       crop=a.crop or None, init_weights=a.init_weights)
     print(f"best val_loss {state.get('best'):.4f} at epoch {state.get('best_epoch')}; weights in "
           f"{Path(a.out) / 'best.weights.h5'}")
     return 0
@@ -154,7 +159,7 @@ def _cmd_train_vae(a) -> int:
     vcfg = {"latent_dim": a.latent, "filters": tuple(int(f) for f in a.filters.split(",")), "beta": a.beta,
             "alpha": a.alpha if a.unet else 0.0}
     state = train_vae(a.data, a.out, a.unet, vcfg, _train_cfg(a, 1e-3), resume=a.resume, limit=a.limit,
-                      verbose=0 if a.quiet else 2)
+                      verbose=0 if a.quiet else 2, init_weights=a.init_weights)
     print(f"best val_loss {state.get('best'):.4f} at epoch {state.get('best_epoch')}; weights in "
           f"{Path(a.out) / 'best.weights.h5'}")
     return 0
