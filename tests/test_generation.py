@@ -61,3 +61,14 @@ def test_novelty_and_uniqueness(perovskite, rocksalt):
     assert not training.contains(rocksalt)
     mask = F.unique_mask([perovskite, shifted, rocksalt, None], [True, True, True, False])
     assert mask == [True, False, True, False]
+
+
+def test_training_set_from_csv_is_lazy(tmp_path, perovskite, rocksalt):
+    import pandas as pd
+
+    pd.DataFrame({"formula": ["SrTiO3", "NaCl"], "cif": [perovskite.to(fmt="cif"), rocksalt.to(fmt="cif")]}).to_csv(
+        tmp_path / "t.csv", index=False)
+    ts = F.TrainingSet.from_csv(tmp_path / "t.csv")
+    assert ts.size == 2 and all(isinstance(v[0], str) for v in ts.by_formula.values())
+    assert ts.contains(perovskite)
+    assert not isinstance(ts.by_formula["SrTiO3"][0], str) and isinstance(ts.by_formula["NaCl"][0], str)

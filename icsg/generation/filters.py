@@ -40,17 +40,47 @@ def charge_neutral(s: Structure) -> bool:
 
 
 class TrainingSet:
-    """Training crystals indexed by reduced formula, for fast novelty checks."""
+    """Training crystals indexed by reduced formula, for fast novelty checks.
 
-    def __init__(self, structures: list[Structure], matcher: StructureMatcher | None = None):
+    Entries may be Structures or CIF strings; CIFs are parsed only when a generated
+    crystal of the same formula asks for them, so a 10^4-crystal training set costs
+    a formula scan, not 10^4 CIF parses.
+    """
+
+    def __init__(self, structures: list[Structure] = (), matcher: StructureMatcher | None = None):
         self.by_formula: dict = defaultdict(list)
         for s in structures:
             self.by_formula[s.composition.reduced_formula].append(s)
         self.matcher = matcher or default_matcher()
         self.size = len(structures)
 
+    @classmethod
+    def from_csv(cls, path, matcher: StructureMatcher | None = None) -> "TrainingSet":
+        import pandas as pd
+        from pymatgen.core import Composition
+
+        df = pd.read_csv(path)
+        col = next((c for c in ("formula", "pretty_formula") if c in df.columns), None)
+        ts = cls(matcher=matcher)
+        if col is None:  # no formula column: parse every CIF
+            for cif in df["cif"]:
+                s = Structure.from_str(cif, fmt="cif")
+                ts.by_formula[s.composition.reduced_formula].append(s)
+        else:
+            for f, cif in zip(df[col], df["cif"]):
+                ts.by_formula[Composition(f).reduced_formula].append(cif)
+        ts.size = len(df)
+        return ts
+
+    def _structures(self, formula: str) -> list[Structure]:
+        items = self.by_formula.get(formula, [])
+        if any(isinstance(t, str) for t in items):
+            items = [Structure.from_str(t, fmt="cif") if isinstance(t, str) else t for t in items]
+            self.by_formula[formula] = items
+        return items
+
     def contains(self, s: Structure) -> bool:
-        return any(self.matcher.fit(s, t) for t in self.by_formula.get(s.composition.reduced_formula, ()))
+        return any(self.matcher.fit(s, t) for t in self._structures(s.composition.reduced_formula))
 
 
 def within_window(value: float, target: float, rel: float = 0.2) -> bool:

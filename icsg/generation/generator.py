@@ -157,13 +157,12 @@ def _check_n(n) -> None:
         raise ValueError(f"n must be a positive integer, got {n!r}")
 
 
-def load_training_set(path: str | os.PathLike, limit: int | None = None) -> F.TrainingSet:
-    from icsg.data.sources import iter_source
-
+def load_training_set(path: str | os.PathLike) -> F.TrainingSet:
+    """The novelty reference: a CSV with a ``cif`` column (parsed lazily per formula)."""
     p = Path(path)
     if not p.exists():
         raise SourceError(f"{p}: training set for the novelty filter not found")
-    return F.TrainingSet([r.structure for r in iter_source(str(p), limit=limit) if r.structure is not None])
+    return F.TrainingSet.from_csv(p)
 
 
 def apply_filters(df: pd.DataFrame, target: float | None, property_name: str | None,
