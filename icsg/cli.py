@@ -59,11 +59,16 @@ def cmd_prepare(a) -> int:
 def cmd_roundtrip(a) -> int:
     from icsg.data.filters import FilterConfig
     from icsg.evaluation.roundtrip import RoundtripConfig, run_roundtrip
-    from icsg.io import atomic_write_json
 
     recs = _records(a.sources, a.limit)
     cfg = RoundtripConfig(encoding=a.encoding, grid=_grid_from(a), filters=FilterConfig(max_atoms=a.max_atoms))
-    res = run_roundtrip(recs, cfg, workers=a.workers)
+    return _report(run_roundtrip(recs, cfg, workers=a.workers), a)
+
+
+def _report(res: dict, a) -> int:
+    """Write the full result to --json (atomically) and print it with long failure lists shortened."""
+    from icsg.io import atomic_write_json
+
     res["sources"] = a.sources
     if a.json:
         atomic_write_json(a.json, res)
@@ -75,20 +80,12 @@ def cmd_roundtrip(a) -> int:
 
 def cmd_reconstruct(a) -> int:
     from icsg.evaluation.reconstruct import reconstruct
-    from icsg.io import atomic_write_json
     from icsg.pretrained import WEIGHTS_DIR, load_unet, load_vae
 
     unet, um = load_unet(a.unet or a.weights or WEIGHTS_DIR)
     vae, vm = load_vae(a.vae or a.weights or WEIGHTS_DIR)
     recs = _records(a.sources, a.limit)
-    res = reconstruct(recs, vae, vm, unet, um, batch_size=a.batch, workers=a.workers or 1)
-    res["sources"] = a.sources
-    if a.json:
-        atomic_write_json(a.json, res)
-    shown = dict(res)
-    shown["failures"] = f"{len(res['failures'])} (see --json)" if len(res["failures"]) > 10 else res["failures"]
-    print(json.dumps(shown, indent=2, default=str))
-    return 0
+    return _report(reconstruct(recs, vae, vm, unet, um, batch_size=a.batch, workers=a.workers or 1), a)
 
 
 def build_parser() -> argparse.ArgumentParser:

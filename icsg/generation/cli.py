@@ -134,7 +134,7 @@ def run_generate(a) -> dict:
         table[cols].to_csv(tmp, index=False)
     with atomic_path(out / "latents.npz", suffix=".npz") as tmp:
         np.savez(tmp, z=np.stack(df["z"].to_list()), condition=np.asarray(df["condition"], dtype=float))
-    slice_sheet(df.attrs["density_slices"], out / "density_slices.png", list(df["formula"]))
+    slice_sheet(gen.last_density_slices, out / "density_slices.png", list(df["formula"]))
     seconds = time.perf_counter() - t0
     summary = {
         "mode": mode, "n_requested": int(len(df)), "condition_property": prop,

@@ -147,7 +147,9 @@ class Generator:
             for col in props.columns:
                 df[col] = np.nan
                 df.loc[ok, col] = props[col].to_numpy()
-        df.attrs["density_slices"] = np.concatenate(densities) if densities else np.zeros((0,))
+        # decoded density mid-slices (z = n/2) of the last call, for plots; kept off the frame so
+        # pandas can concatenate frames
+        self.last_density_slices = np.concatenate(densities) if densities else np.zeros((0,))
         df.attrs["seconds"] = time.perf_counter() - t0
         return df
 
