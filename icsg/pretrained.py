@@ -91,14 +91,46 @@ def load_pretrained(weights_dir: str | os.PathLike = WEIGHTS_DIR) -> Pretrained:
     return Pretrained(unet, um, vae, vm)
 
 
-def ship_run(run: str | os.PathLike, name: str, weights_dir: str | os.PathLike = WEIGHTS_DIR) -> Path:
-    """Copy a Keras training run's best weights and description to ``weights_dir/NAME.*`` (atomically)."""
+def ship_run(run: str | os.PathLike, name: str, weights_dir: str | os.PathLike = WEIGHTS_DIR,
+             recalibrate_data: str | os.PathLike | None = None, n_recalibrate: int = 256, seed: int = 0) -> Path:
+    """Copy a Keras training run's best weights and description to ``weights_dir/NAME.*`` (atomically).
+
+    With ``recalibrate_data`` (a prepared dataset), the BatchNorm statistics are first
+    recomputed on ``n_recalibrate`` whole training maps (``icsg.models.batchnorm``).
+    """
     import shutil
+
+    import numpy as np
 
     from icsg.io import atomic_path, atomic_write_json
 
     run = Path(run)
     meta, w = _pair(run, name)
+    if recalibrate_data is not None:
+        from icsg.data.dataset import load_arrays, property_bin
+        from icsg.grid import GridSpec
+        from icsg.models import batchnorm
+        from icsg.representation.density import coordinate_grid
+
+        arrays = load_arrays(recalibrate_data, "train")
+        pick = np.random.default_rng(seed).permutation(len(arrays["ids"]))[:n_recalibrate]
+        dens = arrays["density"][pick]
+        if name == "unet":
+            model, _ = load_unet(run)
+            k = batchnorm.recalibrate_unet(model, dens)
+        else:
+            model, _ = load_vae(run)
+            grid = GridSpec.from_dict(meta["grid"])
+            coords = np.stack([coordinate_grid(abc, grid) for abc in arrays["abc_A"][pick]])
+            x = np.concatenate([dens[..., None], coords], -1)
+            cond = meta["condition"]
+            onehot = np.eye(cond["n_bins"], dtype=np.float32)[property_bin(arrays["prop"][pick], np.array(cond["edges"]))]
+            k = batchnorm.recalibrate_vae(model, x, onehot)
+        meta["bn_recalibrated"] = {"data": str(recalibrate_data), "maps": int(len(pick)), "layers": k}
+        tmp_dir = run / ".recalibrated"
+        tmp_dir.mkdir(exist_ok=True)
+        w = tmp_dir / "best.weights.h5"
+        model.save_weights(w)
     state_path = run / "state.json"
     if state_path.exists():
         state = json.loads(state_path.read_text())
@@ -120,4 +152,7 @@ def register_cli(sub) -> None:
     p.add_argument("run", help="training run folder")
     p.add_argument("--name", required=True, choices=["unet", "vae"], help="model name in the weights folder")
     p.add_argument("--to", default=str(WEIGHTS_DIR), help="weights folder (default: the package's weights/)")
-    p.set_defaults(func=lambda a: print("shipped", ship_run(a.run, a.name, a.to)) or 0)
+    p.add_argument("--recalibrate", default=None, metavar="DATA",
+                   help="recompute BatchNorm statistics on whole maps of this prepared dataset before shipping")
+    p.add_argument("--maps", type=int, default=256, help="training maps for --recalibrate (default 256)")
+    p.set_defaults(func=lambda a: print("shipped", ship_run(a.run, a.name, a.to, a.recalibrate, a.maps)) or 0)

@@ -156,3 +156,20 @@ def test_training_command_checkpoints_and_resumes(tmp_path, perovskite, rocksalt
     (run / "best.weights.h5").write_bytes(b"not an hdf5 file")
     with pytest.raises(WeightsError, match="best.weights.h5"):
         load_unet(run)
+
+
+def test_batchnorm_recalibration_matches_batch_statistics():
+    from icsg.models.batchnorm import recalibrate
+
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((6, 6, 6, 1))
+    h = keras.layers.Conv3D(3, 3, padding="same")(inp)
+    out = keras.layers.BatchNormalization(epsilon=1e-6)(h)
+    model = keras.Model(inp, out)
+    x = (np.random.default_rng(0).random((8, 6, 6, 6, 1)) * 5 + 2).astype("float32")
+    before = model.predict(x, verbose=0)
+    train_mode = keras.ops.convert_to_numpy(model(keras.ops.convert_to_tensor(x), training=True))
+    assert not np.allclose(before, train_mode, atol=1e-3)
+    assert recalibrate(model, [x]) == 1
+    after = model.predict(x, verbose=0)
+    assert np.allclose(after, train_mode, atol=1e-3)
