@@ -117,6 +117,12 @@ def ship_run(run: str | os.PathLike, name: str, weights_dir: str | os.PathLike =
         dens = arrays["density"][pick]
         if name == "unet":
             model, _ = load_unet(run)
+            crop = meta.get("crop")
+            if crop:  # trained on windows: its statistics belong to windows (whole maps measured worse)
+                rng = np.random.default_rng(seed)
+                n = dens.shape[1]
+                starts = rng.integers(0, n - crop + 1, size=(len(dens), 3))
+                dens = np.stack([d[a:a + crop, b:b + crop, c:c + crop] for d, (a, b, c) in zip(dens, starts)])
             k = batchnorm.recalibrate_unet(model, dens)
         else:
             model, _ = load_vae(run)

@@ -79,6 +79,7 @@ def test_coordinate_grid_and_lattice_recovery():
         c = coordinate_grid(abc, spec)
         assert c.shape == (32, 32, 32, 3)
         assert np.allclose(lengths_from_coordinates(c, spec), abc, atol=1e-5)
+        assert np.allclose(lengths_from_coordinates(c, spec, "slope"), abc, atol=1e-5)
 
 
 def test_lattice_recovery_is_robust_and_unbiased():
@@ -86,8 +87,13 @@ def test_lattice_recovery_is_robust_and_unbiased():
     c = coordinate_grid([5.0, 5.0, 5.0], spec).astype(np.float64)
     rng = np.random.default_rng(0)
     noisy = c + rng.normal(0, 0.01, c.shape)
+    spikes = noisy.copy()
+    spikes[rng.random(c.shape[:3]) < 0.01] = 7.0  # 1 % corrupted voxels
+    assert np.allclose(lengths_from_coordinates(spikes, spec), 5.0, atol=0.1)  # median: shifts ~1 % of range
+    flat = np.full_like(c, c.mean())  # a decoder that learned the level, not the ramp
+    assert np.allclose(lengths_from_coordinates(flat, spec), 5.0, atol=1e-6)
     noisy[3] = 7.0  # a whole corrupted slice
-    est = lengths_from_coordinates(noisy, spec)
+    est = lengths_from_coordinates(noisy, spec, "slope")
     assert np.allclose(est, 5.0, atol=0.02)
     naive = (c[..., 0].max() - c[..., 0].min()) * spec.length_scale_A / 1.5  # the original's estimate
     assert naive == pytest.approx(5.0 * 31 / 32, rel=1e-5)
