@@ -71,9 +71,21 @@ def main(argv=None) -> int:
         print({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}, flush=True)
     out = HERE / "results"
     out.mkdir(exist_ok=True)
+    previous = json.loads((out / "properties.json").read_text())["rows"] if (out / "properties.json").exists() else []
+    done = {r["property"] for r in rows}
+    order = list(PROPERTIES)
+    rows = sorted([r for r in previous if r["property"] not in done] + rows, key=lambda r: order.index(r["property"]))
     (out / "properties.json").write_text(json.dumps({"command": "python benchmarks/properties.py", "rows": rows},
                                                     indent=2))
-    _parity_plot(parity, out / "parity.png")
+    store = out / "parity_data.npz"  # predictions of earlier runs, so a partial rerun keeps every panel
+    merged = {}
+    if store.exists():
+        old = np.load(store)
+        for key in {k.rsplit("__", 1)[0] for k in old.files}:
+            merged[key] = tuple(old[f"{key}__{part}"] for part in ("true", "cgcnn", "rf"))
+    merged.update(parity)
+    np.savez(store, **{f"{k}__{part}": v[i] for k, v in merged.items() for i, part in enumerate(("true", "cgcnn", "rf"))})
+    _parity_plot({k: merged[k] for k in PROPERTIES if k in merged}, out / "parity.png")
     update_section(HERE / "RESULTS.md", "properties", render(rows))
     return 0
 
@@ -111,7 +123,7 @@ def _parity_plot(parity: dict, path: Path) -> None:
 
 def render(rows: list[dict]) -> str:
     lines = ["## Property prediction (CGCNN, paper Table 1)", "",
-             "Commands: `icsg train-cgcnn --property all --out runs/cgcnn --ship weights`, then "
+             "Commands: `icsg train-cgcnn --property all --out runs/cgcnn --ship weights --epochs 30 --patience 10`, then "
              "`python benchmarks/properties.py` (results/properties.json, parity plot results/parity.png). "
              "Test split = 10 % of materials by id hash; the random forest (200 trees, Magpie + density features) "
              "and the mean are fitted on the same training split in the same run.", "",

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import time
 from pathlib import Path
 
@@ -110,6 +111,7 @@ def fit(model_factory, train_ds, val_ds, out_dir, *, epochs: int, steps_per_epoc
         initial_epoch = 0
         for f in ("log.csv",):
             (out / f).unlink(missing_ok=True)
+    meta.setdefault("command", " ".join(["icsg"] + sys.argv[1:]) if sys.argv and sys.argv[0].endswith("icsg") else None)
     atomic_write_json(out / "model.json", meta)
     if initial_epoch >= epochs:
         print(f"{out}: already trained for {initial_epoch} epochs", flush=True)
