@@ -33,6 +33,13 @@ def test_parse_cif_errors_name_item():
     assert e.value.reason == "empty"
 
 
+def test_unknown_element_is_named(perovskite):
+    cif = perovskite.to(fmt="cif").replace("Sr", "Xx")
+    with pytest.raises(CrystalError) as e:
+        parse_cif(cif, "alien.cif")
+    assert e.value.reason == "unknown_element" and "alien.cif" in str(e.value) and "Xx" in str(e.value)
+
+
 def test_csv_missing_cif_column(tmp_path):
     p = tmp_path / "nocif.csv"
     pd.DataFrame({"material_id": ["a"], "structure": ["x"]}).to_csv(p, index=False)

@@ -16,7 +16,7 @@ from typing import Iterator
 
 import numpy as np
 import pandas as pd
-from pymatgen.core import Structure
+from pymatgen.core import DummySpecies, Structure
 
 from icsg.errors import CrystalError, SourceError
 
@@ -45,6 +45,9 @@ def parse_cif(text: str, item: str) -> Structure:
             raise CrystalError(item, "malformed_cif", why + (f"; {msgs}" if msgs else "")) from None
     if len(s) == 0:
         raise CrystalError(item, "empty", "CIF has no atom sites")
+    unknown = sorted({str(sp) for sp in s.composition.elements if isinstance(sp, DummySpecies)})
+    if unknown:  # pymatgen reads an unknown symbol as a DummySpecies
+        raise CrystalError(item, "unknown_element", f"not chemical elements: {', '.join(unknown)}")
     return s
 
 
