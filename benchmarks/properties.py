@@ -24,12 +24,9 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from results_md import update_section  # noqa: E402
 
+from icsg.evaluation.metrics import smape_percent  # noqa: E402
 from icsg.models.cgcnn_train import evaluate, load_cgcnn, load_property_data, magpie_features  # noqa: E402
 from icsg.properties import PROPERTIES  # noqa: E402
-
-
-def smape(p, t) -> float:
-    return float(np.mean(2 * np.abs(p - t) / (np.abs(p) + np.abs(t) + 1e-12)) * 100)
 
 
 def main(argv=None) -> int:
@@ -60,8 +57,8 @@ def main(argv=None) -> int:
         t = data.y_raw[te]
         row = {"property": name, "unit": prop.unit, "n_train": int(tr.sum()), "n_test": int(te.sum()),
                "cgcnn_mae": ev["mae"], "cgcnn_smape": ev["smape"],
-               "rf_mae": float(np.mean(np.abs(rf_pred - t))), "rf_smape": smape(rf_pred, t),
-               "mean_mae": float(np.mean(np.abs(mean_pred - t))), "mean_smape": smape(mean_pred, t),
+               "rf_mae": float(np.mean(np.abs(rf_pred - t))), "rf_smape": smape_percent(rf_pred, t),
+               "mean_mae": float(np.mean(np.abs(mean_pred - t))), "mean_smape": smape_percent(mean_pred, t),
                "transfer": "fine-tuned from formation energy" if meta.get("init_from") else "from scratch",
                "seconds": time.perf_counter() - t0}
         row["ratio_to_rf"] = row["cgcnn_mae"] / row["rf_mae"]

@@ -132,7 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     rc.add_argument("--workers", type=int, default=1, help="segmentation worker processes")
     rc.set_defaults(func=cmd_reconstruct)
 
-    for register in _EXTRA_COMMANDS or _extra_commands():
+    for register in _extra_commands():
         register(sub)
     return p
 
@@ -145,9 +145,6 @@ def _extra_commands():
     from icsg.pretrained import register_cli as ship
 
     return [generate, unet_vae, cgcnn, predict, ship]
-
-
-_EXTRA_COMMANDS: list = []
 
 
 def main(argv: list[str] | None = None) -> int:

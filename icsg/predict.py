@@ -8,7 +8,6 @@ so a small threshold stands in for it).
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 

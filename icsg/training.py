@@ -27,7 +27,7 @@ from icsg.io import atomic_path, atomic_write_json
 
 
 class _Checkpoint(keras.callbacks.Callback):
-    """After each epoch: last.keras, best.weights.h5, state.json, loss.png (all atomic)."""
+    """After each epoch: last weights + Adam state, best.weights.h5, state.json, loss.png (all atomic)."""
 
     def __init__(self, out: Path, state: dict, monitor: str = "val_loss"):
         super().__init__()

@@ -1,4 +1,3 @@
-import json
 
 import numpy as np
 import pandas as pd
@@ -7,7 +6,7 @@ from pymatgen.core import Lattice, Structure
 
 from icsg.data.dataset import (PrepareConfig, VoxelDataset, load_arrays, prepare, property_bin,
                                property_bin_edges, split_of)
-from icsg.data.filters import FilterConfig, standardise
+from icsg.data.filters import standardise
 from icsg.data.sources import build_mp_query, iter_csv, iter_source, parse_cif
 from icsg.errors import CrystalError, SourceError
 

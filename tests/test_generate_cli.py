@@ -1,6 +1,5 @@
 """The main job on the shipped weights: every sampling mode with a small n, and every bad input."""
 import json
-from pathlib import Path
 
 import numpy as np
 import pandas as pd

@@ -69,6 +69,12 @@ _REJECTIONS = {"malformed_cif", "empty", "unreadable", "disordered", "non_cubic"
                "unknown_element", "symmetry_failed", "cell_too_large"}
 
 
+def smape_percent(pred: np.ndarray, true: np.ndarray) -> float:
+    """Symmetric mean absolute percentage error, 0-200 %."""
+    pred, true = np.asarray(pred, float), np.asarray(true, float)
+    return float(np.mean(2 * np.abs(pred - true) / (np.abs(pred) + np.abs(true) + 1e-12)) * 100)
+
+
 def summarise(pairs: list[PairMetrics], failures: list[dict], n_total: int) -> dict:
     """Aggregate per-crystal metrics.
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -125,7 +124,6 @@ def run_generate(a) -> dict:
             atomic_write_text(out / name, row["structure"].to(fmt="cif"))
             written.append((i, name))
     files = dict(written)
-    import pandas as pd
 
     table = df.drop(columns=["structure", "z"]).copy()
     table.insert(0, "file", [files.get(i, "") for i in df.index])

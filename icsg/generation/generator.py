@@ -21,7 +21,7 @@ from pymatgen.core import Structure
 import icsg  # noqa: F401
 from icsg.data.dataset import property_bin
 from icsg.data.filters import FilterConfig, standardise
-from icsg.errors import CrystalError, SourceError
+from icsg.errors import SourceError
 from icsg.generation import filters as F
 from icsg.generation.pipeline import batch_to_structures, decode_latents
 from icsg.generation.sampling import interpolate, sample_around, sample_prior

@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 
 from icsg.data.sources import parse_cif
 from icsg.errors import CrystalError, SourceError
+from icsg.evaluation.metrics import smape_percent
 from icsg.io import atomic_path, atomic_write_json
 from icsg.models.cgcnn import CGCNN, CGCNNConfig
 from icsg.models.graphs import GraphConfig, n_atom_features, structure_to_graph
@@ -239,7 +240,7 @@ def evaluate(model: CGCNN, meta: dict, data: PropertyData, split: int = 2) -> di
     pred = data.prop.inverse(p)
     true = data.y_raw[idx]
     return {"mae": float(np.mean(np.abs(pred - true))),
-            "smape": float(np.mean(2 * np.abs(pred - true) / (np.abs(pred) + np.abs(true) + 1e-12))) * 100,
+            "smape": smape_percent(pred, true),
             "n": int(len(idx)), "pred": pred, "true": true}
 
 
