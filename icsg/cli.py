@@ -85,7 +85,8 @@ def cmd_reconstruct(a) -> int:
     unet, um = load_unet(a.unet or a.weights or WEIGHTS_DIR)
     vae, vm = load_vae(a.vae or a.weights or WEIGHTS_DIR)
     recs = _records(a.sources, a.limit)
-    return _report(reconstruct(recs, vae, vm, unet, um, batch_size=a.batch, workers=a.workers or 1), a)
+    return _report(reconstruct(recs, vae, vm, unet, um, batch_size=a.batch, workers=a.workers or 1,
+                               species_from=a.species), a)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -130,6 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
     rc.add_argument("--unet", default=None, help="UNet run folder (overrides --weights for the UNet)")
     rc.add_argument("--batch", type=int, default=16)
     rc.add_argument("--workers", type=int, default=1, help="segmentation worker processes")
+    rc.add_argument("--species", choices=("fit", "unet"), default="fit",
+                    help="site species from the density profile (fit, default) or the UNet's vote (unet, paper)")
     rc.set_defaults(func=cmd_reconstruct)
 
     for register in _extra_commands():
@@ -143,8 +146,11 @@ def _extra_commands():
     from icsg.generation.cli import register_cli as generate
     from icsg.predict import register_cli as predict
     from icsg.pretrained import register_cli as ship
+    from icsg.models.imatgen_train import register_cli as imatgen
+    from icsg.models.ccdcgan import register_cli as ccdcgan
+    from icsg.generation.validate import register_cli as validate
 
-    return [generate, unet_vae, cgcnn, predict, ship]
+    return [generate, validate, unet_vae, cgcnn, predict, ship, imatgen, ccdcgan]
 
 
 def main(argv: list[str] | None = None) -> int:

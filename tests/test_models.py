@@ -86,6 +86,11 @@ def test_vae_dfc_trains_and_roundtrips(tmp_path, perovskite, rocksalt):
     bare = build_vae(cfg)  # inference model without the UNet: same weights file
     bare.load_weights(path)
     assert np.array_equal(bare.encoder.predict([x, cond], verbose=0)[0], mu_a)
+    # and the other way: shipped (bare) weights warm-start a DFC training model (--init-weights)
+    bare.save_weights(tmp_path / "bare.weights.h5")
+    warm = build_vae(cfg, feature_extractor(unet))
+    warm.load_weights(tmp_path / "bare.weights.h5")
+    assert np.array_equal(warm.encoder.predict([x, cond], verbose=0)[0], mu_a)
 
 
 BACKEND_SCRIPT = textwrap.dedent("""

@@ -18,7 +18,7 @@ from icsg.data.filters import FilterConfig, standardise
 from icsg.data.sources import Record
 from icsg.errors import CrystalError
 from icsg.evaluation.metrics import compare, summarise
-from icsg.generation.pipeline import DecodedBatch, batch_to_structures, segment_maps
+from icsg.generation.pipeline import DecodedBatch, batch_to_structures, segment_maps, segmentation_for
 from icsg.grid import GridSpec
 from icsg.representation.density import encode
 
@@ -29,10 +29,11 @@ def _recall(pred_z: np.ndarray, true_z: np.ndarray) -> tuple[int, int]:
 
 
 def reconstruct(records: list[Record], vae, vae_meta: dict, unet, unet_meta: dict, batch_size: int = 16,
-                workers: int = 1, progress: bool = True) -> dict:
+                workers: int = 1, progress: bool = True, species_from: str = "fit") -> dict:
     from tqdm.auto import tqdm
 
     spec = GridSpec.from_dict(vae_meta["grid"])
+    seg = segmentation_for(unet_meta["elements_Z"], species_from)
     cond_info = vae_meta["condition"]
     prop = cond_info["property"]
     edges = np.array(cond_info["edges"])
@@ -65,7 +66,8 @@ def reconstruct(records: list[Record], vae, vae_meta: dict, unet, unet_meta: dic
         species, occ = segment_maps(unet, recon[..., 0], unet_meta["elements_Z"], batch_size)
         h, t = _recall(species, true_s)
         hits_d, total_d = hits_d + h, total_d + t
-        decoded = batch_to_structures(DecodedBatch(recon[..., 0], recon[..., 1:], species, occ), spec, workers=workers)
+        decoded = batch_to_structures(DecodedBatch(recon[..., 0], recon[..., 1:], species, occ), spec, seg,
+                                      workers=workers)
         for (r, s, _), (pred, why) in zip(chunk, decoded):
             if pred is None:
                 failures.append({"id": r.id, "reason": "decode_failed", "detail": why})
@@ -77,6 +79,7 @@ def reconstruct(records: list[Record], vae, vae_meta: dict, unet, unet_meta: dic
     out["vae_mse"] = float(np.mean(sq_err)) if sq_err else float("nan")
     out["unet_nonzero_recall"] = hits / total if total else float("nan")
     out["unet_nonzero_recall_decoded"] = hits_d / total_d if total_d else float("nan")
+    out["species_from"] = species_from
     out["seconds"] = time.perf_counter() - t0
     out["seconds_per_crystal"] = out["seconds"] / max(1, len(accepted))
     return out

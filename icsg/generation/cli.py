@@ -66,7 +66,7 @@ def slice_sheet(slices: np.ndarray, path: Path, titles: list[str] | None = None,
 
 
 def run_generate(a) -> dict:
-    from icsg.generation.generator import Generator, apply_filters, load_training_set
+    from icsg.generation.generator import apply_filters, load_training_set
 
     out = Path(a.out)
     try:
@@ -79,7 +79,14 @@ def run_generate(a) -> dict:
     if a.n is not None and a.n <= 0:
         raise ValueError(f"--n must be positive, got {a.n}")
     t0 = time.perf_counter()
-    gen = Generator(a.weights, seed=a.seed, batch_size=a.batch, workers=a.workers)
+    from icsg.generation.baselines import make_generator
+
+    conditional = a.model == "cond-dfc-vae"
+    if not conditional and a.condition is not None:
+        raise ValueError(f"--condition needs --model cond-dfc-vae ({a.model} is not property-conditioned); "
+                         "--target sets the property window only")
+    gen = make_generator(a.model, a.weights, seed=a.seed, batch_size=a.batch, workers=a.workers,
+                         species_from=a.species)
     prop = gen.condition_property
     base, target, mode = None, None, "random"
     if a.interpolate:
@@ -96,7 +103,7 @@ def run_generate(a) -> dict:
         target = props.get(prop)
         if target is None or not np.isfinite(target):
             target = float(gen.predictor.predict([base])[prop].iloc[0]) if gen.predictor else None
-    else:
+    elif conditional:
         if a.target is not None:
             k = gen.bin_of(a.target)
             target = a.target
@@ -105,9 +112,12 @@ def run_generate(a) -> dict:
             gen._onehot(k, 1)
             target = gen.bin_centre(k)
         df = gen.sample(a.n or 100, condition=k)
+    else:
+        target = a.target
+        df = gen.sample(a.n or 100)
     training = None
     if not a.no_novelty:
-        train_csv = a.train or gen.vae_meta.get("train_source")
+        train_csv = a.train or gen.train_source
         if train_csv and not Path(train_csv).exists() and not Path(train_csv).is_absolute():
             repo_relative = Path(__file__).resolve().parents[2] / train_csv
             train_csv = str(repo_relative) if repo_relative.exists() else train_csv
@@ -135,7 +145,7 @@ def run_generate(a) -> dict:
     slice_sheet(gen.last_density_slices, out / "density_slices.png", list(df["formula"]))
     seconds = time.perf_counter() - t0
     summary = {
-        "mode": mode, "n_requested": int(len(df)), "condition_property": prop,
+        "model": a.model, "mode": mode, "n_requested": int(len(df)), "condition_property": prop,
         "target": target, "funnel": funnel,
         "rates": {"decoded": funnel["decoded"] / len(df), "valid": float(df["valid"].mean()),
                   "kept": funnel["unique"] / len(df), "charge_neutral": float(df["charge_neutral"].mean())},
@@ -154,6 +164,9 @@ def register_cli(sub) -> None:
                                    "between two), decode with the UNet, predict properties with the CGCNNs, filter "
                                    "(distance, stoichiometry, novelty, property window, uniqueness) and write CIFs, "
                                    "candidates.csv, summary.json and density_slices.png to --out.")
+    p.add_argument("--model", choices=("cond-dfc-vae", "imatgen", "ccdcgan"), default="cond-dfc-vae",
+                   help="generator: the paper's Cond-DFC-VAE (default), the iMatGen-style VAE or the "
+                        "CCDCGAN-style latent GAN (both decode through the iMatGen-style autoencoders)")
     p.add_argument("--n", type=int, default=None, help="crystals to sample (default 100)")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--condition", type=int, default=None, help="property bin 0..9 (default: the middle bin)")
@@ -167,6 +180,8 @@ def register_cli(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--workers", type=int, default=1, help="segmentation worker processes")
+    p.add_argument("--species", choices=("fit", "unet"), default="fit",
+                   help="site species from the density profile (fit, default) or the UNet's vote (unet, paper)")
     p.add_argument("--weights", default=str(WEIGHTS_DIR))
     p.add_argument("--data", default=None, help="CSV to look base ids up in")
     p.add_argument("--train", default=None, help="training CSV for the novelty filter (default: the VAE's)")

@@ -23,7 +23,7 @@ from icsg.data.dataset import property_bin
 from icsg.data.filters import FilterConfig, standardise
 from icsg.errors import SourceError
 from icsg.generation import filters as F
-from icsg.generation.pipeline import batch_to_structures, decode_latents
+from icsg.generation.pipeline import batch_to_structures, decode_latents, segmentation_for
 from icsg.generation.sampling import interpolate, sample_around, sample_prior
 from icsg.grid import GridSpec
 from icsg.pretrained import WEIGHTS_DIR, load_unet, load_vae
@@ -38,10 +38,12 @@ class Generator:
         seed: seeds every sampling call in turn.
         batch_size: maps per decoder/UNet batch.
         workers: segmentation worker processes.
+        species_from: 'fit' (species from the density profile) or 'unet' (UNet vote);
+            see ``icsg.generation.pipeline.segmentation_for``.
     """
 
     def __init__(self, weights_dir: str | os.PathLike = WEIGHTS_DIR, vae=None, unet=None, predict: bool = True,
-                 seed: int = 0, batch_size: int = 32, workers: int = 1):
+                 seed: int = 0, batch_size: int = 32, workers: int = 1, species_from: str = "fit"):
         self.unet, self.unet_meta = load_unet(unet or weights_dir)
         self.vae, self.vae_meta = load_vae(vae or weights_dir)
         self.spec = GridSpec.from_dict(self.vae_meta["grid"])
@@ -50,6 +52,7 @@ class Generator:
         self.latent_dim = int(self.vae_meta["config"]["latent_dim"])
         self.rng = np.random.default_rng(seed)
         self.batch_size, self.workers = batch_size, workers
+        self.segmentation = segmentation_for(self.unet_meta["elements_Z"], species_from)
         self.predictor = None
         if predict:
             from icsg.predict import PropertyPredictor
@@ -60,6 +63,11 @@ class Generator:
     @property
     def condition_property(self) -> str:
         return self.cond["property"]
+
+    @property
+    def train_source(self) -> str | None:
+        """The training CSV (novelty reference) recorded with the VAE weights."""
+        return self.vae_meta.get("train_source")
 
     def bin_of(self, value: float) -> int:
         lo, hi = self.cond["train_min"], self.cond["train_max"]
@@ -125,7 +133,7 @@ class Generator:
             b = decode_latents(self.vae, self.unet, z[i:i + self.batch_size], cond[i:i + self.batch_size],
                                self.unet_meta["elements_Z"], self.batch_size)
             densities.append(b.density[:, :, :, self.spec.size // 2].copy())
-            for s, why in batch_to_structures(b, self.spec, workers=self.workers):
+            for s, why in batch_to_structures(b, self.spec, self.segmentation, workers=self.workers):
                 rows.append((s, why))
         structs = [s for s, _ in rows]
         df = pd.DataFrame({

@@ -39,7 +39,7 @@ class TrainConfig:
 
 def train_unet(data_dir, out_dir, model_cfg: dict | None = None, cfg: TrainConfig = TrainConfig(),
                resume: bool = False, limit: int | None = None, verbose: int = 2, crop: int | None = 16,
-               init_weights=None) -> dict:
+               init_weights=None, occupancy_weight: float = 1.0) -> dict:
     """UNet on random ``crop``^3 windows (None = whole maps); validation always on whole maps."""
     train = VoxelDataset(data_dir, "train", "unet", cfg.batch_size, augment=True, seed=cfg.seed, limit=limit,
                          crop=crop)
@@ -50,13 +50,15 @@ def train_unet(data_dir, out_dir, model_cfg: dict | None = None, cfg: TrainConfi
     man = train.arrays["manifest"]
     meta = {"kind": "unet", "config": ucfg.to_dict(), "elements_Z": man["elements_Z"], "grid": man["grid"],
             "class_weights": weights.tolist(), "data": str(data_dir), "train": cfg.__dict__,
-            "n_train": train.n, "n_val": val.n, "crop": crop}
+            "n_train": train.n, "n_val": val.n, "crop": crop,
+            "occupancy_weight": occupancy_weight}
 
     def factory():
         model = build_unet(ucfg)
         model.compile(
             optimizer=keras.optimizers.Adam(cfg.lr),
             loss={"species": WeightedSpeciesCrossEntropy(weights), "occupancy": keras.losses.BinaryCrossentropy()},
+            loss_weights={"species": 1.0, "occupancy": occupancy_weight},
             metrics={"species": [NonzeroRecall()]},
         )
         return model
@@ -123,6 +125,9 @@ def register_cli(sub) -> None:
     add_common(p)
     p.add_argument("--base-filters", type=int, default=UNetConfig.base_filters)
     p.add_argument("--depth", type=int, default=UNetConfig.depth)
+    p.add_argument("--occupancy-weight", type=float, default=1.0,
+                   help="weight of the occupancy BCE against the species CE (eq. 7 uses 1); the occupancy "
+                        "mask places the sites, so raise it when species come from the density fit")
     p.add_argument("--crop", type=int, default=16,
                    help="train on random CROP^3 windows (default 16: 8x cheaper per map); 0 = whole maps")
     p.set_defaults(func=_cmd_train_unet)
@@ -148,7 +153,8 @@ def _train_cfg(a, default_lr: float) -> TrainConfig:
 def _cmd_train_unet(a) -> int:
     state = train_unet(a.data, a.out, {"base_filters": a.base_filters, "depth": a.depth},
                        _train_cfg(a, 1e-3), resume=a.resume, limit=a.limit, verbose=0 if a.quiet else 2,
-                       crop=a.crop or None, init_weights=a.init_weights)
+                       crop=a.crop or None, init_weights=a.init_weights,
+                       occupancy_weight=a.occupancy_weight)
     print(f"best val_loss {state.get('best'):.4f} at epoch {state.get('best_epoch')}; weights in "
           f"{Path(a.out) / 'best.weights.h5'}")
     return 0

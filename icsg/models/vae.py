@@ -158,6 +158,15 @@ class CondDFCVAE(keras.Model):
         self.dfc_tracker.update_state(dfc)
         return total
 
+    def load_weights(self, filepath, *args, **kwargs):
+        # the frozen UNet is not in VAE checkpoints; hide it so Keras does not look for it there
+        features = self._dfc_features
+        object.__setattr__(self, "_dfc_features", None)
+        try:
+            return super().load_weights(filepath, *args, **kwargs)
+        finally:
+            object.__setattr__(self, "_dfc_features", features)
+
     @property
     def metrics(self):
         return super().metrics + [self.mse_tracker, self.kl_tracker, self.dfc_tracker]

@@ -38,6 +38,10 @@ class SegmentationConfig:
             Gaussian tail (site EMD 0.08 vs 0.01 Å), so uniform is the default.
         merge_tol_A: sites of one species closer than this under periodic boundary
             conditions are one site seen twice across the box boundary; merged.
+        species_from: 'labels' (majority vote of the species map, e.g. the UNet's argmax)
+            or 'fit' (``icsg.segmentation.species_fit``: the elements of ``candidates_Z``
+            whose eq.-1 Gaussians best reproduce the density; needs the density map).
+        candidates_Z: elements the fit may choose from (the models' training elements).
     """
 
     split_by_species: bool = True
@@ -46,6 +50,14 @@ class SegmentationConfig:
     min_region_vox: int = 4
     weighting: str = "uniform"
     merge_tol_A: float = 0.5
+    species_from: str = "labels"
+    candidates_Z: tuple = ()
+
+    def __post_init__(self) -> None:
+        if self.species_from not in ("labels", "fit"):
+            raise ValueError(f"species_from must be 'labels' or 'fit', got {self.species_from!r}")
+        if self.species_from == "fit" and not self.candidates_Z:
+            raise ValueError("species_from='fit' needs candidates_Z (the elements to choose from)")
 
 
 def _split_touching(mask: np.ndarray, cfg: SegmentationConfig) -> tuple[np.ndarray, int]:
@@ -143,4 +155,17 @@ def decode_structure(
     """(S, C[, M, S_B]) -> Structure: lattice from C, sites from the segmented map."""
     abc = lengths_from_coordinates(coords, spec)
     z, cents = find_sites(species, density, occupancy, cfg)
+    z = assign_species(z, cents, density, abc, spec, cfg)
     return sites_to_structure(z, cents, abc, spec, cfg.merge_tol_A)
+
+
+def assign_species(z: np.ndarray, centroids_vox: np.ndarray, density: np.ndarray | None, abc_A: np.ndarray,
+                   spec: GridSpec, cfg: SegmentationConfig) -> np.ndarray:
+    """The label vote ``z``, or (``cfg.species_from == 'fit'``) the eq.-1 profile fit started from it."""
+    if cfg.species_from != "fit" or len(z) == 0:
+        return z
+    if density is None:
+        raise ValueError("species_from='fit' needs the density map")
+    from icsg.segmentation.species_fit import fit_species
+
+    return fit_species(density, centroids_vox, abc_A, cfg.candidates_Z, spec, init_Z=z)
