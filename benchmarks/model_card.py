@@ -102,10 +102,49 @@ def main() -> int:
         lines += ["", "Test-split MAE (from benchmarks/results/properties.json): " + "; ".join(
             f"{r['property']} {r['cgcnn_mae']:.4g} {r['unit']}" for r in props["rows"]) + "."]
     lines += ["", "Full sha256 values are in each model's JSON (`sha256`).", ""]
+    lines += _baselines(sha256)
     lines = [ln for ln in lines if ln is not None]  # optional lines that do not apply
     (W / "MODEL_CARD.md").write_text("\n".join(lines))
     print("\n".join(lines))
     return 0
+
+
+def _baselines(sha256) -> list[str]:
+    """iMatGen-style VAE and CCDCGAN-style GAN (the literature baselines of benchmarks/compare.py)."""
+    out = []
+    im = _load(W / "imatgen.json")
+    if im is None:
+        return ["## iMatGen-style VAE and CCDCGAN-style GAN", "", "not shipped yet", ""]
+    secs = im.get("train_seconds", {})
+    out += ["## iMatGen-style VAE (`weights/imatgen_{cell,basis,mvae}.weights.h5`)", "",
+            f"- data: `{im['train_source']}` (first {im['n_train']} encodable crystals; rejected: "
+            f"{im['rejected']['train']}), validation `{im['val_source']}` ({im['n_val']})",
+            f"- command: `{im.get('command', 'see data_prep/train_shipped_models.sh')}`",
+            f"- config: `{json.dumps(im['config'])}`",
+            f"- classification head: {im['property']} below the training median ({im['median']:.4g})",
+            f"- wall time: images {im.get('images_seconds', 0) / 60:.1f} min, "
+            + ", ".join(f"{k.replace('_seconds', '')} {v / 60:.1f} min" for k, v in secs.items())
+            + " (sharing 2 cores with other training runs)"]
+    for part in ("cell", "basis", "mvae"):
+        st = _load(ROOT / "runs" / "imatgen" / part / "state.json") or {}
+        logs = st.get("last_logs", {})
+        out.append(f"- {part}: {st.get('epochs_done', '?')} epochs, best validation loss "
+                   f"{st.get('best', float('nan')):.4g}; last `{json.dumps({k: round(v, 4) for k, v in logs.items()})}`;"
+                   f" sha256 `{sha256(W / f'imatgen_{part}.weights.h5')}`")
+    gan = _load(W / "ccdcgan.json")
+    if gan is not None:
+        st = gan.get("state", {})
+        out += ["", "## CCDCGAN-style latent GAN (`weights/ccdcgan_{generator,regressor}.weights.h5`)", "",
+                f"- data: the iMatGen model's crystal codes of the same {im['n_train']} perov_5 training crystals",
+                f"- command: `icsg train-ccdcgan --imatgen runs/imatgen --out runs/ccdcgan "
+                f"--steps {gan['config']['steps']} --ship weights`",
+                f"- config: `{json.dumps(gan['config'])}`",
+                f"- property regressor ({gan['property']}, eV/atom) validation MAE "
+                f"{st.get('regressor_val_mae', float('nan')):.4f}; GAN {st.get('step')} steps, "
+                f"{st.get('seconds', 0) / 60:.1f} min",
+                f"- sha256: generator `{sha256(W / 'ccdcgan_generator.weights.h5')}`, regressor "
+                f"`{sha256(W / 'ccdcgan_regressor.weights.h5')}`"]
+    return out + [""]
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -183,6 +184,7 @@ def train_imatgen(train_source: str, val_source: str, out_dir, cfg: ImatgenModel
         shutil.copyfile(out / part / "best.weights.h5", out / f"imatgen_{part}.weights.h5")
     seconds = {k: float(json.loads((out / p / "state.json").read_text()).get("wall_seconds", 0.0))
                for k, p in (("cell_seconds", "cell"), ("basis_seconds", "basis"), ("mvae_seconds", "mvae"))}
+    meta.update(command=" ".join(["icsg"] + sys.argv[1:]) if sys.argv and sys.argv[0].endswith("icsg") else None)
     meta.update(kind="imatgen", stats=codec.stats.to_dict(), median=median,
                 rejected={"train": json.loads(str(tr["rejected"])), "val": json.loads(str(va["rejected"]))},
                 train_seconds=seconds, images_seconds=timings["images_seconds"])

@@ -141,6 +141,8 @@ def register_cli(sub) -> None:
     p.add_argument("--filters", default="16,32,64,128", help="encoder filters per level")
     p.add_argument("--beta", type=float, default=5e-4)
     p.add_argument("--alpha", type=float, default=1.0)
+    p.add_argument("--coord-weight", type=float, default=1.0,
+                   help="weight of the coordinate channels in the MSE (1 = paper); >1 sharpens the decoded cell")
     p.set_defaults(func=_cmd_train_vae)
 
 
@@ -162,7 +164,7 @@ def _cmd_train_unet(a) -> int:
 
 def _cmd_train_vae(a) -> int:
     vcfg = {"latent_dim": a.latent, "filters": tuple(int(f) for f in a.filters.split(",")), "beta": a.beta,
-            "alpha": a.alpha if a.unet else 0.0}
+            "alpha": a.alpha if a.unet else 0.0, "coord_weight": a.coord_weight}
     state = train_vae(a.data, a.out, a.unet, vcfg, _train_cfg(a, 1e-3), resume=a.resume, limit=a.limit,
                       verbose=0 if a.quiet else 2, init_weights=a.init_weights)
     print(f"best val_loss {state.get('best'):.4f} at epoch {state.get('best_epoch')}; weights in "
