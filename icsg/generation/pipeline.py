@@ -73,7 +73,7 @@ def _to_structure(args):
     try:
         abc = lengths_from_coordinates(coords, spec)
         z, cents = find_sites(species, dens, occ, seg)
-        z = assign_species(z, cents, dens, abc, spec, seg)
+        z, cents = assign_species(z, cents, dens, abc, spec, seg)
         return sites_to_structure(z, cents, abc, spec, seg.merge_tol_A), None
     except ValueError as exc:
         return None, str(exc)

@@ -50,7 +50,8 @@ def site_images(centroids_vox: np.ndarray, abc_A: np.ndarray, z: np.ndarray, r_A
 
 def fit_species(density: np.ndarray, centroids_vox: np.ndarray, abc_A: np.ndarray, elements_Z,
                 spec: GridSpec = GridSpec(), init_Z: np.ndarray | None = None,
-                max_sweeps: int = 20, max_sites: int = 48, stride: int = 2) -> np.ndarray:
+                max_sweeps: int = 20, max_sites: int = 48, stride: int = 2,
+                allow_empty: bool = False) -> np.ndarray:
     """Atomic number per site minimising the squared misfit of eq. 1 to ``density``.
 
     The misfit is a quadratic form in the one-hot assignment, so with b = <g, M> and the
@@ -68,6 +69,8 @@ def fit_species(density: np.ndarray, centroids_vox: np.ndarray, abc_A: np.ndarra
             and a greedy matching-pursuit start is kept.
         stride: fit on every ``stride``-th voxel per axis (2: 8x less work; the Gaussians, r >= 0.6 Å,
             span several voxels, and on perov_5 true maps the answer is the same as at stride 1).
+        allow_empty: add "no atom" (Z = 0, a zero image) to the candidates, so a spurious region of
+            the segmentation is dropped when the map is better explained without it.
         max_sites: above this many sites the (K·E)^2 Gram matrix is not built and
             ``init_Z`` is returned unchanged (a map that segments into that many sites
             is not a crystal of this data anyway).
@@ -84,7 +87,11 @@ def fit_species(density: np.ndarray, centroids_vox: np.ndarray, abc_A: np.ndarra
             raise ValueError(f"{k_sites} sites > max_sites={max_sites} and no initial species")
         return np.asarray(init_Z, dtype=int)
     cz, cr = candidate_table(elements_Z)
-    g = site_images(cents, abc_A, cz, cr, spec, stride).reshape(k_sites * len(cz), -1)
+    g = site_images(cents, abc_A, cz, cr, spec, stride)
+    if allow_empty:
+        cz = np.append(cz, 0)
+        g = np.concatenate([g, np.zeros(g.shape[:1] + (1,) + g.shape[2:], dtype=g.dtype)], axis=1)
+    g = g.reshape(k_sites * len(cz), -1)
     m = np.asarray(density, dtype=np.float32)[::stride, ::stride, ::stride].reshape(-1)
     n_el = len(cz)
     b = (g @ m).reshape(k_sites, n_el).astype(np.float64)

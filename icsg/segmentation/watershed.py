@@ -42,6 +42,8 @@ class SegmentationConfig:
             or 'fit' (``icsg.segmentation.species_fit``: the elements of ``candidates_Z``
             whose eq.-1 Gaussians best reproduce the density; needs the density map).
         candidates_Z: elements the fit may choose from (the models' training elements).
+        drop_empty: with 'fit', a region is dropped when the map is explained better without an
+            atom there (removes spurious fragments of a noisy occupancy mask).
     """
 
     split_by_species: bool = True
@@ -52,6 +54,7 @@ class SegmentationConfig:
     merge_tol_A: float = 0.5
     species_from: str = "labels"
     candidates_Z: tuple = ()
+    drop_empty: bool = True
 
     def __post_init__(self) -> None:
         if self.species_from not in ("labels", "fit"):
@@ -155,17 +158,20 @@ def decode_structure(
     """(S, C[, M, S_B]) -> Structure: lattice from C, sites from the segmented map."""
     abc = lengths_from_coordinates(coords, spec)
     z, cents = find_sites(species, density, occupancy, cfg)
-    z = assign_species(z, cents, density, abc, spec, cfg)
+    z, cents = assign_species(z, cents, density, abc, spec, cfg)
     return sites_to_structure(z, cents, abc, spec, cfg.merge_tol_A)
 
 
 def assign_species(z: np.ndarray, centroids_vox: np.ndarray, density: np.ndarray | None, abc_A: np.ndarray,
-                   spec: GridSpec, cfg: SegmentationConfig) -> np.ndarray:
-    """The label vote ``z``, or (``cfg.species_from == 'fit'``) the eq.-1 profile fit started from it."""
+                   spec: GridSpec, cfg: SegmentationConfig) -> tuple[np.ndarray, np.ndarray]:
+    """(Z, centroids): the label vote, or (``cfg.species_from == 'fit'``) the eq.-1 profile fit started
+    from it, without the regions the fit leaves empty (``cfg.drop_empty``)."""
     if cfg.species_from != "fit" or len(z) == 0:
-        return z
+        return z, centroids_vox
     if density is None:
         raise ValueError("species_from='fit' needs the density map")
     from icsg.segmentation.species_fit import fit_species
 
-    return fit_species(density, centroids_vox, abc_A, cfg.candidates_Z, spec, init_Z=z)
+    zf = fit_species(density, centroids_vox, abc_A, cfg.candidates_Z, spec, init_Z=z, allow_empty=cfg.drop_empty)
+    keep = zf > 0
+    return zf[keep], np.asarray(centroids_vox)[keep]
