@@ -119,7 +119,7 @@ def _baselines(sha256) -> list[str]:
     out += ["## iMatGen-style VAE (`weights/imatgen_{cell,basis,mvae}.weights.h5`)", "",
             f"- data: `{im['train_source']}` (first {im['n_train']} encodable crystals; rejected: "
             f"{im['rejected']['train']}), validation `{im['val_source']}` ({im['n_val']})",
-            f"- command: `{im.get('command', 'see data_prep/train_shipped_models.sh')}`",
+            f"- command: `{im.get('command') or 'see data_prep/train_shipped_models.sh, step 4c'}`",
             f"- config: `{json.dumps(im['config'])}`",
             f"- classification head: {im['property']} below the training median ({im['median']:.4g})",
             f"- wall time: images {im.get('images_seconds', 0) / 60:.1f} min, "

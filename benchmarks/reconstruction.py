@@ -96,14 +96,18 @@ def render(res: dict) -> str:
             ("UNet non-zero recall (true maps)", "unet_nonzero_recall", "0.87"),
             ("UNet non-zero recall (decoded maps)", "unet_nonzero_recall_decoded", "-"),
             ("VAE MSE (normalised 4 channels)", "vae_mse", "0.013 (their scale)")]
+    tm = res.get("true_maps") or {}
     lines = ["## Reconstruction through the trained VAE and UNet", "",
              f"Command: `{res['command']}` (results/reconstruction.json); equivalent to `icsg reconstruct "
              f"../shared/data/perov_5/val.csv.gz`. n = {res['n']}, decoded {res['n_decoded']}, "
              f"{res['seconds_per_crystal'] * 1000:.0f} ms per crystal end to end on this machine (encode, VAE, "
              "UNet on true and decoded maps, segmentation, metrics).", "",
-             "| metric | icsg | paper |", "|---|---|---|"]
+             f"Site species: `{res.get('species_from', 'unet')}` (`fit` = the eq.-1 profile fit of "
+             "icsg/segmentation/species_fit.py; `unet` = the paper's vote). The column *UNet on true M* runs the "
+             "same UNet + segmentation on the true maps (no VAE): the segmenter's share of the error.", "",
+             "| metric | icsg | UNet on true M | paper |", "|---|---|---|---|"]
     for label, key, paper in rows:
-        lines.append(f"| {label} | {f(res.get(key))} | {paper} |")
+        lines.append(f"| {label} | {f(res.get(key))} | {f(tm.get(key)) if key in tm else '-'} | {paper} |")
     for name in ("unet", "vae"):
         t = (res.get("training") or {}).get(name) or {}
         secs = t.get("epoch_seconds") or []

@@ -251,6 +251,8 @@ def register_cli(sub) -> None:
     p.add_argument("--steps-per-epoch", type=int, default=200)
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--box", type=float, default=ImatgenModelConfig.box_A, help="basis box side (Å)")
+    p.add_argument("--latent", type=int, default=ImatgenModelConfig.latent_dim, help="materials-VAE latent size")
+    p.add_argument("--beta", type=float, default=ImatgenModelConfig.beta, help="KL weight of the materials VAE")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=None)
     p.add_argument("--resume", action="store_true")
@@ -260,7 +262,7 @@ def register_cli(sub) -> None:
 
 
 def _cmd(a) -> int:
-    cfg = ImatgenModelConfig(box_A=a.box)
+    cfg = ImatgenModelConfig(box_A=a.box, latent_dim=a.latent, beta=a.beta)
     meta = train_imatgen(a.train, a.val, a.out, cfg, a.property, a.limit, a.val_limit, a.epochs_ae, a.epochs_vae,
                          a.steps_per_epoch, a.batch, resume=a.resume, seed=a.seed, workers=a.workers,
                          verbose=0 if a.quiet else 2)
