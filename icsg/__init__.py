@@ -6,6 +6,8 @@ when a model is needed):
     encode, decode_structure, GridSpec          the voxel representation (no learning)
     encode_imatgen, decode_imatgen              the iMatGen image representation
     load_pretrained, Generator                  the shipped Cond-DFC-VAE + UNet
+    ImatgenGenerator, CCDCGANGenerator,         the literature baselines (iMatGen-style VAE,
+    make_generator                              CCDCGAN-style GAN) behind the same interface
     predict_properties, PROPERTIES              the CGCNN property models
 """
 import os as _os
@@ -23,6 +25,9 @@ _LAZY = {
     "decode_imatgen": ("icsg.representation.imatgen", "decode_imatgen"),
     "load_pretrained": ("icsg.pretrained", "load_pretrained"),
     "Generator": ("icsg.generation.generator", "Generator"),
+    "ImatgenGenerator": ("icsg.generation.baselines", "ImatgenGenerator"),
+    "CCDCGANGenerator": ("icsg.generation.baselines", "CCDCGANGenerator"),
+    "make_generator": ("icsg.generation.baselines", "make_generator"),
     "predict_properties": ("icsg.predict", "predict_properties"),
     "PROPERTIES": ("icsg.properties", "PROPERTIES"),
     "CrystalError": ("icsg.errors", "CrystalError"),

@@ -81,3 +81,39 @@ def test_generate_cli_unwritable_and_missing_weights(tmp_path, capsys):
     assert "cannot be written" in capsys.readouterr().err
     assert main(["generate", "--out", str(tmp_path / "o"), "--n", "2", "--weights", str(tmp_path / "none")]) == 2
     assert "missing" in capsys.readouterr().err
+
+
+BASELINE_FILES = ["imatgen.json", "imatgen_cell.weights.h5", "imatgen_basis.weights.h5", "imatgen_mvae.weights.h5",
+                  "ccdcgan.json", "ccdcgan_generator.weights.h5", "ccdcgan_regressor.weights.h5"]
+
+
+@pytest.mark.parametrize("model", ["imatgen", "ccdcgan"])
+def test_generate_with_baseline_models(model, tmp_path, capsys):
+    missing = [f for f in BASELINE_FILES + NEEDED if not (WEIGHTS_DIR / f).exists()]
+    if missing:
+        pytest.skip(f"shipped weights missing: {missing}")
+    out = tmp_path / model
+    assert main(["generate", "--model", model, "--n", "8", "--out", str(out), "--no-novelty", "--keep-all"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["model"] == model and summary["n_requested"] == 8
+    table = pd.read_csv(out / "candidates.csv")
+    assert len(table) == 8 and table["condition"].isna().all()
+    written = [f for f in table["file"].fillna("") if f]
+    assert written and all((out / f).exists() for f in written)
+    assert (out / "density_slices.png").exists()
+    # not property-conditioned: --condition is refused with a reason, nothing written
+    bad = tmp_path / "bad"
+    assert main(["generate", "--model", model, "--n", "4", "--condition", "3", "--out", str(bad)]) != 0
+    assert "--condition needs --model cond-dfc-vae" in capsys.readouterr().err
+    assert not (bad / "summary.json").exists()
+
+
+def test_ccdcgan_has_no_around(tmp_path, capsys, perovskite):
+    missing = [f for f in BASELINE_FILES + NEEDED if not (WEIGHTS_DIR / f).exists()]
+    if missing:
+        pytest.skip(f"shipped weights missing: {missing}")
+    cif = tmp_path / "base.cif"
+    perovskite.to(filename=str(cif))
+    assert main(["generate", "--model", "ccdcgan", "--around", str(cif), "--n", "4", "--out",
+                 str(tmp_path / "o")]) != 0
+    assert "no encoder" in capsys.readouterr().err
