@@ -44,6 +44,8 @@ class SegmentationConfig:
         candidates_Z: elements the fit may choose from (the models' training elements).
         drop_empty: with 'fit', a region is dropped when the map is explained better without an
             atom there (removes spurious fragments of a noisy occupancy mask).
+        refine_positions: with 'fit', move each site to the maximum of the density's matched
+            filter near its region centroid, then fit the species again.
     """
 
     split_by_species: bool = True
@@ -55,6 +57,7 @@ class SegmentationConfig:
     species_from: str = "labels"
     candidates_Z: tuple = ()
     drop_empty: bool = True
+    refine_positions: bool = True
 
     def __post_init__(self) -> None:
         if self.species_from not in ("labels", "fit"):
@@ -170,8 +173,16 @@ def assign_species(z: np.ndarray, centroids_vox: np.ndarray, density: np.ndarray
         return z, centroids_vox
     if density is None:
         raise ValueError("species_from='fit' needs the density map")
-    from icsg.segmentation.species_fit import fit_species
+    from icsg.segmentation.species_fit import fit_species, refine_positions
 
-    zf = fit_species(density, centroids_vox, abc_A, cfg.candidates_Z, spec, init_Z=z, allow_empty=cfg.drop_empty)
+    cents = np.asarray(centroids_vox, dtype=np.float64)
+    zf = fit_species(density, cents, abc_A, cfg.candidates_Z, spec, init_Z=z, allow_empty=cfg.drop_empty)
     keep = zf > 0
-    return zf[keep], np.asarray(centroids_vox)[keep]
+    zf, cents = zf[keep], cents[keep]
+    if cfg.refine_positions and len(zf):
+        # sites from the density's matched filter, then the species again at the better positions
+        cents = refine_positions(density, cents, abc_A, zf, spec)
+        zf = fit_species(density, cents, abc_A, cfg.candidates_Z, spec, init_Z=zf, allow_empty=cfg.drop_empty)
+        keep = zf > 0
+        zf, cents = zf[keep], cents[keep]
+    return zf, cents
