@@ -49,10 +49,26 @@ def _pair(location: str | os.PathLike, name: str) -> tuple[dict, Path]:
 
 
 def _load_weights(model, path: Path) -> None:
+    if not Path(path).exists():
+        raise WeightsError(f"{path}: weights file missing")
     try:
         model.load_weights(path)
     except Exception as exc:  # h5py OSError on truncation, ValueError on shape mismatch
         raise WeightsError(f"{path}: cannot load weights ({type(exc).__name__}: {str(exc)[:200]})") from None
+
+
+def read_description(path: str | os.PathLike, how_to_make: str) -> dict:
+    """A model's JSON description, or WeightsError naming the file (and how to make it, if missing)."""
+    path = Path(path)
+    if not path.exists():
+        raise WeightsError(f"{path}: model description missing ({how_to_make})")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise WeightsError(f"{path}: not valid JSON ({exc})") from None
+
+
+load_weights_file = _load_weights
 
 
 def load_unet(location: str | os.PathLike = WEIGHTS_DIR):

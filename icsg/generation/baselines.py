@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 from pymatgen.core import Structure
 
-from icsg.generation import filters as F
+from icsg.generation.generator import results_table
 from icsg.generation.sampling import interpolate, sample_around, sample_prior
 from icsg.pretrained import WEIGHTS_DIR
 
@@ -54,26 +54,7 @@ class _CodeGenerator:
             out, sl = self.codec.decode(codes[i:i + self.batch_size], self.batch_size)
             rows.extend(out)
             slices.append(sl)
-        structs = [s for s, _ in rows]
-        df = pd.DataFrame({
-            "structure": structs,
-            "formula": [s.composition.reduced_formula if s is not None else None for s in structs],
-            "a_A": [s.lattice.a if s is not None else np.nan for s in structs],
-            "b_A": [s.lattice.b if s is not None else np.nan for s in structs],
-            "c_A": [s.lattice.c if s is not None else np.nan for s in structs],
-            "n_sites": [len(s) if s is not None else 0 for s in structs],
-            "valid": [s is not None and F.distances_ok(s) for s in structs],
-            "charge_neutral": [s is not None and F.charge_neutral(s) for s in structs],
-            "condition": np.nan,
-            "z": list(z),
-            "failure": [why for _, why in rows],
-        })
-        if self.predictor is not None:
-            ok = [i for i, s in enumerate(structs) if s is not None]
-            props = self.predictor.predict([structs[i] for i in ok])
-            for col in props.columns:
-                df[col] = np.nan
-                df.loc[ok, col] = props[col].to_numpy()
+        df = results_table(rows, z, np.nan, self.predictor)
         self.last_density_slices = np.concatenate(slices) if slices else np.zeros((0,))
         df.attrs["seconds"] = time.perf_counter() - t0
         return df

@@ -135,31 +135,37 @@ class Generator:
             densities.append(b.density[:, :, :, self.spec.size // 2].copy())
             for s, why in batch_to_structures(b, self.spec, self.segmentation, workers=self.workers):
                 rows.append((s, why))
-        structs = [s for s, _ in rows]
-        df = pd.DataFrame({
-            "structure": structs,
-            "formula": [s.composition.reduced_formula if s is not None else None for s in structs],
-            "a_A": [s.lattice.a if s is not None else np.nan for s in structs],
-            "b_A": [s.lattice.b if s is not None else np.nan for s in structs],
-            "c_A": [s.lattice.c if s is not None else np.nan for s in structs],
-            "n_sites": [len(s) if s is not None else 0 for s in structs],
-            "valid": [s is not None and F.distances_ok(s) for s in structs],
-            "charge_neutral": [s is not None and F.charge_neutral(s) for s in structs],
-            "condition": labels,
-            "z": list(z),
-            "failure": [why for _, why in rows],
-        })
-        if self.predictor is not None:
-            ok = [i for i, s in enumerate(structs) if s is not None]
-            props = self.predictor.predict([structs[i] for i in ok])
-            for col in props.columns:
-                df[col] = np.nan
-                df.loc[ok, col] = props[col].to_numpy()
+        df = results_table(rows, z, labels, self.predictor)
         # decoded density mid-slices (z = n/2) of the last call, for plots; kept off the frame so
         # pandas can concatenate frames
         self.last_density_slices = np.concatenate(densities) if densities else np.zeros((0,))
         df.attrs["seconds"] = time.perf_counter() - t0
         return df
+
+
+def results_table(rows: list[tuple], z: np.ndarray, condition, predictor=None) -> pd.DataFrame:
+    """The generators' common results table from [(Structure or None, failure or None)] per latent."""
+    structs = [s for s, _ in rows]
+    df = pd.DataFrame({
+        "structure": structs,
+        "formula": [s.composition.reduced_formula if s is not None else None for s in structs],
+        "a_A": [s.lattice.a if s is not None else np.nan for s in structs],
+        "b_A": [s.lattice.b if s is not None else np.nan for s in structs],
+        "c_A": [s.lattice.c if s is not None else np.nan for s in structs],
+        "n_sites": [len(s) if s is not None else 0 for s in structs],
+        "valid": [s is not None and F.distances_ok(s) for s in structs],
+        "charge_neutral": [s is not None and F.charge_neutral(s) for s in structs],
+        "condition": condition,
+        "z": list(z),
+        "failure": [why for _, why in rows],
+    })
+    if predictor is not None:
+        ok = [i for i, s in enumerate(structs) if s is not None]
+        props = predictor.predict([structs[i] for i in ok])
+        for col in props.columns:
+            df[col] = np.nan
+            df.loc[ok, col] = props[col].to_numpy()
+    return df
 
 
 def _check_n(n) -> None:

@@ -195,24 +195,14 @@ def _scalar(v):
 
 def load_ccdcgan(location):
     """(generator, regressor, meta) from a run or weights folder (ccdcgan.json + two weight files)."""
+    from icsg.pretrained import load_weights_file, read_description
+
     loc = Path(location)
-    meta_path = loc / "ccdcgan.json"
-    if not meta_path.exists():
-        raise WeightsError(f"{meta_path}: CCDCGAN model description missing (train with 'icsg train-ccdcgan')")
-    try:
-        meta = json.loads(meta_path.read_text())
-    except json.JSONDecodeError as exc:
-        raise WeightsError(f"{meta_path}: not valid JSON ({exc})") from None
+    meta = read_description(loc / "ccdcgan.json", "train with 'icsg train-ccdcgan'")
     cfg = CCDCGANConfig.from_dict(meta["config"])
     gen, reg = build_generator(cfg), build_regressor(cfg)
     for name, model in (("ccdcgan_generator", gen), ("ccdcgan_regressor", reg)):
-        w = loc / f"{name}.weights.h5"
-        if not w.exists():
-            raise WeightsError(f"{w}: weights file missing")
-        try:
-            model.load_weights(w)
-        except Exception as exc:
-            raise WeightsError(f"{w}: cannot load weights ({type(exc).__name__}: {str(exc)[:200]})") from None
+        load_weights_file(model, loc / f"{name}.weights.h5")
     return gen, reg, meta
 
 

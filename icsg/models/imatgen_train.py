@@ -23,7 +23,7 @@ import icsg  # noqa: F401
 import keras
 
 from icsg.data.sources import iter_source
-from icsg.errors import CrystalError, SourceError, WeightsError
+from icsg.errors import CrystalError, SourceError
 from icsg.generation.crystal_code import CodeStats, CrystalCodec, crystal_images
 from icsg.io import atomic_path, atomic_write_json
 from icsg.models.imatgen import (ImatgenModelConfig, build_basis_autoencoder, build_cell_autoencoder,
@@ -201,24 +201,14 @@ def codec_from_runs(out: Path, cfg: ImatgenModelConfig, stats: CodeStats) -> Cry
 
 def load_imatgen(location) -> tuple[CrystalCodec, object, dict]:
     """(codec, materials VAE, meta) from a run folder or a weights folder (imatgen.json + 3 weight files)."""
+    from icsg.pretrained import load_weights_file, read_description
+
     loc = Path(location)
-    meta_path = loc / "imatgen.json"
-    if not meta_path.exists():
-        raise WeightsError(f"{meta_path}: iMatGen model description missing (train with 'icsg train-imatgen')")
-    try:
-        meta = json.loads(meta_path.read_text())
-    except json.JSONDecodeError as exc:
-        raise WeightsError(f"{meta_path}: not valid JSON ({exc})") from None
+    meta = read_description(loc / "imatgen.json", "train with 'icsg train-imatgen'")
     cfg = ImatgenModelConfig.from_dict(meta["config"])
     cell, basis, mvae = build_cell_autoencoder(cfg), build_basis_autoencoder(cfg), build_materials_vae(cfg)
     for part, model in (("cell", cell[2]), ("basis", basis[2]), ("mvae", mvae)):
-        w = loc / f"imatgen_{part}.weights.h5"
-        if not w.exists():
-            raise WeightsError(f"{w}: weights file missing")
-        try:
-            model.load_weights(w)
-        except Exception as exc:
-            raise WeightsError(f"{w}: cannot load weights ({type(exc).__name__}: {str(exc)[:200]})") from None
+        load_weights_file(model, loc / f"imatgen_{part}.weights.h5")
     return CrystalCodec(cfg, cell, basis, CodeStats.from_dict(meta["stats"])), mvae, meta
 
 
