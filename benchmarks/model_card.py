@@ -30,7 +30,7 @@ def main() -> int:
              "from `../shared/data` (read in place, never copied). Weights are Keras HDF5 (`*.weights.h5`) or "
              "torch state dicts of tensors (`*.pt`, loaded with `torch.load(weights_only=True)`): no pickle, no "
              "code. Each has a JSON description beside it; `icsg.pretrained` rebuilds the model from it.", ""]
-    lines += ["## How the Keras models were trained (first session, 2 shared CPU cores)", "",
+    lines += ["## How the Keras models were trained (two sessions, 2 shared CPU cores)", "",
               "1. `icsg prepare ../shared/data/perov_5/train.csv.gz --out runs/data/perov5_train --property heat_ref "
               "--val-fraction 0.05` (11,356 crystals, 0 rejected).",
               "2. UNet: `icsg train-unet runs/data/perov5_train --out runs/unet16 --epochs 200 --batch 16 --crop 16 "
@@ -44,6 +44,16 @@ def main() -> int:
               "(not converged).",
               "4. `icsg ship-weights RUN --name unet|vae --recalibrate runs/data/perov5_train` (BatchNorm statistics "
               "recomputed; see icsg/models/batchnorm.py).",
+              "5. Second session: the UNet continued from the shipped weights with the occupancy loss weighted 3× "
+              "(the occupancy mask places the sites now that species come from the density fit): `icsg train-unet "
+              "runs/data/perov5_train --out runs/unet2 --crop 16 --batch 16 --steps-per-epoch 200 --lr 1e-3 "
+              "--init-weights weights/unet.weights.h5 --occupancy-weight 3 --epochs 100 --patience 10 "
+              "--val-limit 128`. The VAE continued with β = 1e-5 (at β = 5e-4 the KL term collapsed the posterior "
+              "to ~4 nats in a 150-step test, too little to carry three species), first as `runs/vae2` "
+              "(`--alpha 0.1 --beta 1e-5 --init-weights weights/vae.weights.h5 --batch 16 --steps-per-epoch 100`, "
+              "5 epochs), then with the coordinate channels weighted 20× in the MSE (`--coord-weight 20`, the cell "
+              "length was 0.4 Å off) as `runs/vae3` from runs/vae2's last epoch. Both stopped by hand at the "
+              "session's end (not converged); shipped with step 4.",
               "Continue either model on any machine with `--init-weights weights/NAME.weights.h5`.", ""]
     for name, title in (("unet", "3-D UNet segmenter"), ("vae", "Cond-DFC-VAE")):
         meta = _load(W / f"{name}.json")
@@ -78,8 +88,9 @@ def main() -> int:
               "--patience 10 --resume` for the rest to fit the session. Formation energy, energy per atom and "
               "heat_ref from scratch; the elastic and dielectric properties trained both from scratch and fine-tuned "
               "from the formation-energy model, the lower validation MAE shipped (scratch won every time). Band gap "
-              "(17k crystals) was trained from scratch only (`icsg train-cgcnn --property band_gap --out runs/cgcnn "
-              "--resume --ship weights --epochs 30 --patience 10`); its fine-tuned comparison is still to do. "
+              "(17k crystals, mostly zero) was retrained in the second session with an L1 loss, from scratch and "
+              "fine-tuned: `icsg train-cgcnn --property band_gap, --loss l1 --epochs 40 --patience 10 --out "
+              "runs/cgcnn_l1` (scratch shipped). "
               "Split: 80/10/10 % of materials by id hash. Test metrics: benchmarks/RESULTS.md (properties).", "",
               "| property | unit | data | train/val/test | chosen | epochs (best) | val MAE (property units) | sha256 |",
               "|---|---|---|---|---|---|---|---|"]

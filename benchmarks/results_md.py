@@ -9,6 +9,15 @@ HEADER = "# Benchmark results\n\nEvery number here was written by the script nam
 
 
 def update_section(path: Path, name: str, body: str) -> None:
+    import fcntl
+
+    # benchmarks may run side by side: serialise the read-modify-write of the shared file
+    with open(path.with_suffix(".md.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        _update(path, name, body)
+
+
+def _update(path: Path, name: str, body: str) -> None:
     text = path.read_text() if path.exists() else HEADER
     start, end = f"<!-- begin {name} -->", f"<!-- end {name} -->"
     block = f"{start}\n{body.rstrip()}\n{end}"

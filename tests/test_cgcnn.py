@@ -105,3 +105,23 @@ def test_band_gap_gating(tmp_path, rocksalt, perovskite):
     (tmp_path / "cgcnn_band_gap.pt").write_bytes(b"garbage")
     with pytest.raises(Exception, match="cannot load CGCNN weights"):
         load_cgcnn(tmp_path / "cgcnn_band_gap.pt")
+
+
+@pytest.mark.parametrize("loss", ["mse", "l1"])
+def test_train_command_loss_options(tmp_path, loss):
+    import json
+
+    from icsg.models.cgcnn_train import CGCNNTrainConfig, PropertyData, train_cgcnn
+    from icsg.properties import PROPERTIES
+
+    graphs = _toy_graphs(24)
+    split = np.array([0] * 18 + [1] * 3 + [2] * 3)
+    data = PropertyData(PROPERTIES["band_gap"], graphs, [str(i) for i in range(24)], ["toy"] * 24, split,
+                        np.array([float(g.y) for g in graphs]))
+    cfg = CGCNNTrainConfig(epochs=8, batch_size=6, patience=20, hidden=8, loss=loss)
+    state = train_cgcnn(data, tmp_path / loss, cfg, progress=False)
+    log = np.loadtxt(tmp_path / loss / "log.csv", delimiter=",", skiprows=1)
+    assert state["epoch"] == 8 and log[-1, 1] < log[0, 1]  # training loss falls
+    assert json.loads((tmp_path / loss / "model.json").read_text())["train"]["loss"] == loss
+    with pytest.raises(ValueError, match="loss must be"):
+        train_cgcnn(data, tmp_path / "bad", CGCNNTrainConfig(epochs=1, loss="huber"), progress=False)
