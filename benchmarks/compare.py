@@ -43,7 +43,7 @@ from icsg.generation.generator import load_training_set  # noqa: E402
 DATA = HERE.parent.parent / "shared" / "data" / "perov_5"
 
 
-def reconstruction(model: str, gen, records, weights: str) -> dict:
+def reconstruction(model: str, gen, records) -> dict:
     t0 = time.perf_counter()
     if model == "cond-dfc-vae":
         from icsg.evaluation.reconstruct import reconstruct
@@ -140,7 +140,7 @@ def main(argv=None) -> int:
         t_load = time.perf_counter()
         gen = make_generator(model, weights, seed=a.seed)
         load_s = time.perf_counter() - t_load
-        rec = reconstruction(model, gen, records, a.weights)
+        rec = reconstruction(model, gen, records)
         g, df = generation(model, gen, n_gen, training, train_prop)
         frames.append(df)
         rows.append({"model": model, "reconstruction": rec, "generation": g, "load_seconds": load_s,
@@ -209,7 +209,8 @@ def render(res: dict, png: str) -> str:
              "Wasserstein distance between CGCNN-predicted heat_ref of the valid samples and the training set's "
              "DFT heat_ref (eV/atom). CCDCGAN has no encoder: its reconstruction row is the shared iMatGen-style "
              "autoencoders alone. Throughput includes decoding and the nine CGCNN predictions; training time is "
-             "what the weights' descriptions record (CPU shared with other jobs).", "",
+             "what the weights' descriptions record (CPU shared with other jobs; the Cond-DFC-VAE row includes the "
+             "UNet and the warm-start chain, the CCDCGAN row the shared autoencoders it decodes through).", "",
              "| model | rec. match | cell MAE (Å) | site EMD (Å) | Δn sites | validity | unique | novel | "
              "charge neutral | property EMD (eV/atom) | training (min) | crystals/s |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]

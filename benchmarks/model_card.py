@@ -53,7 +53,8 @@ def main() -> int:
               "(`--alpha 0.1 --beta 1e-5 --init-weights weights/vae.weights.h5 --batch 16 --steps-per-epoch 100`, "
               "5 epochs), then with the coordinate channels weighted 20× in the MSE (`--coord-weight 20`, the cell "
               "length was 0.4 Å off) as `runs/vae3` from runs/vae2's last epoch. Both stopped by hand at the "
-              "session's end (not converged); shipped with step 4.",
+              "session's end (not converged); shipped with step 4. `--unet weights` in these runs was the session-1 "
+              "UNet (the perceptual features), not the UNet shipped now.",
               "Continue either model on any machine with `--init-weights weights/NAME.weights.h5`.", ""]
     for name, title in (("unet", "3-D UNet segmenter"), ("vae", "Cond-DFC-VAE")):
         meta = _load(W / f"{name}.json")

@@ -12,11 +12,17 @@ icsg prepare "$DATA/perov_5/train.csv.gz" --out runs/data/perov5_train --propert
 icsg train-unet runs/data/perov5_train --out runs/unet16 --epochs 200 --batch 16 --crop 16 \
     --steps-per-epoch 300 --val-limit 128 --patience 15 --lr 2e-3
 
+# Session 2 continued from what session 1 shipped: weights/unet.* and weights/vae.* below mean the
+# session-1 files (step 5 applied to runs/unet16 and runs/vae), as they were in git then.
+# 2b. the UNet continued with the occupancy loss weighted 3x (it places the sites)
+icsg train-unet runs/data/perov5_train --out runs/unet2 --crop 16 --batch 16 --steps-per-epoch 200 --lr 1e-3 \
+    --init-weights weights/unet.weights.h5 --occupancy-weight 3 --epochs 100 --patience 10 --val-limit 128
+
 # 3. Cond-DFC-VAE with the UNet's encoder features as the perceptual loss
 icsg train-vae runs/data/perov5_train --unet runs/unet16 --out runs/vae --epochs 100 --batch 8 \
     --steps-per-epoch 150 --val-limit 64 --patience 20 --lr 1e-3 --alpha 0.1
 
-# 3b. session 2: the VAE continued with a weaker KL term (β = 5e-4 collapsed the posterior to ~4 nats,
+# 3b. session 2 (perceptual features from the session-1 shipped UNet): the VAE continued with a weaker KL term (β = 5e-4 collapsed the posterior to ~4 nats,
 #     too few for three species) and the coordinate channels weighted (the cell lengths are a small part
 #     of their variance), warm-started from the shipped weights, then from that run's last epoch
 icsg train-vae runs/data/perov5_train --out runs/vae2 --unet weights --alpha 0.1 --beta 1e-5 \
@@ -33,10 +39,10 @@ icsg train-cgcnn --property band_gap, --loss l1 --epochs 40 --patience 10 --out 
 # 4c. literature baselines: iMatGen-style VAE on the first 6000 perov_5 training crystals, then the
 #     CCDCGAN-style GAN on its crystal codes
 icsg train-imatgen "$DATA/perov_5/train.csv.gz" --val "$DATA/perov_5/val.csv.gz" --out runs/imatgen \
-    --limit 6000 --val-limit 1000 --epochs-ae 6 --steps-per-epoch 250 --epochs-vae 300 --ship weights
+    --limit 6000 --val-limit 1000 --epochs-ae 6 --steps-per-epoch 250 --epochs-vae 300 --beta 1e-4 --ship weights
 icsg train-ccdcgan --imatgen runs/imatgen --out runs/ccdcgan --steps 4000 --ship weights
 
 # 5. ship the Keras models and write the model card
-icsg ship-weights runs/unet16 --name unet
+icsg ship-weights runs/unet2 --name unet --recalibrate runs/data/perov5_train
 icsg ship-weights runs/vae3 --name vae --recalibrate runs/data/perov5_train
 python benchmarks/model_card.py

@@ -42,6 +42,14 @@ def atomic_write_json(path: str | os.PathLike, obj) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, default=_jsonable) + "\n")
 
 
+def atomic_copy(src: str | os.PathLike, dst: str | os.PathLike) -> None:
+    """Copy a file so that ``dst`` is either the old file or the whole new one."""
+    import shutil
+
+    with atomic_path(dst, suffix=Path(dst).suffix) as tmp:
+        shutil.copyfile(src, tmp)
+
+
 def atomic_save_npz(path: str | os.PathLike, **arrays) -> None:
     with atomic_path(path, suffix=".npz") as tmp:
         np.savez(tmp, **arrays)

@@ -37,18 +37,14 @@ def _pair(location: str | os.PathLike, name: str) -> tuple[dict, Path]:
         meta_path, w = loc / f"{name}.json", loc / f"{name}.weights.h5"
     else:
         meta_path, w = loc.with_suffix("").with_suffix(".json"), loc
-    if not meta_path.exists():
-        raise WeightsError(f"{meta_path}: model description missing (expected beside the weights)")
+    meta = read_description(meta_path, "expected beside the weights")
     if not w.exists():
         raise WeightsError(f"{w}: weights file missing")
-    try:
-        meta = json.loads(meta_path.read_text())
-    except json.JSONDecodeError as exc:
-        raise WeightsError(f"{meta_path}: not valid JSON ({exc})") from None
     return meta, w
 
 
-def _load_weights(model, path: Path) -> None:
+def load_weights_file(model, path: Path) -> None:
+    """Keras weights into ``model``, or WeightsError naming the missing, truncated or mismatched file."""
     if not Path(path).exists():
         raise WeightsError(f"{path}: weights file missing")
     try:
@@ -68,16 +64,13 @@ def read_description(path: str | os.PathLike, how_to_make: str) -> dict:
         raise WeightsError(f"{path}: not valid JSON ({exc})") from None
 
 
-load_weights_file = _load_weights
-
-
 def load_unet(location: str | os.PathLike = WEIGHTS_DIR):
     """(keras UNet, meta). ``meta['elements_Z']`` maps class k to Z = elements_Z[k-1]."""
     from icsg.models.unet import UNetConfig, build_unet
 
     meta, w = _pair(location, "unet")
     model = build_unet(UNetConfig(**meta["config"]))
-    _load_weights(model, w)
+    load_weights_file(model, w)
     return model, meta
 
 
@@ -88,7 +81,7 @@ def load_vae(location: str | os.PathLike = WEIGHTS_DIR, unet=None):
 
     meta, w = _pair(location, "vae")
     model = build_vae(VAEConfig.from_dict(meta["config"]), feature_extractor(unet) if unet is not None else None)
-    _load_weights(model, w)
+    load_weights_file(model, w)
     return model, meta
 
 
@@ -114,11 +107,9 @@ def ship_run(run: str | os.PathLike, name: str, weights_dir: str | os.PathLike =
     With ``recalibrate_data`` (a prepared dataset), the BatchNorm statistics are first
     recomputed on ``n_recalibrate`` whole training maps (``icsg.models.batchnorm``).
     """
-    import shutil
-
     import numpy as np
 
-    from icsg.io import atomic_path, atomic_write_json
+    from icsg.io import atomic_copy, atomic_write_json
 
     run = Path(run)
     meta, w = _pair(run, name)
@@ -159,8 +150,7 @@ def ship_run(run: str | os.PathLike, name: str, weights_dir: str | os.PathLike =
         meta["training"] = {k: state.get(k) for k in ("epochs_done", "best", "best_epoch", "epoch_seconds",
                                                        "last_logs", "wall_seconds")}
     dest = Path(weights_dir) / f"{name}.weights.h5"
-    with atomic_path(dest, suffix=".weights.h5") as tmp:
-        shutil.copyfile(w, tmp)
+    atomic_copy(w, dest)
     meta["sha256"] = sha256(dest)
     meta["source_run"] = str(run)
     atomic_write_json(Path(weights_dir) / f"{name}.json", meta)

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from icsg.errors import SourceError
-from icsg.io import atomic_path, atomic_write_json, atomic_write_text
+from icsg.io import atomic_path, atomic_save_npz, atomic_write_json, atomic_write_text
 from icsg.pretrained import WEIGHTS_DIR
 from icsg.properties import PROPERTIES
 
@@ -140,8 +140,7 @@ def run_generate(a) -> dict:
     cols = [c for c in CSV_COLUMNS if c in table] + [c for c in PROPERTIES if c in table] + ["failure"]
     with atomic_path(out / "candidates.csv", suffix=".csv") as tmp:
         table[cols].to_csv(tmp, index=False)
-    with atomic_path(out / "latents.npz", suffix=".npz") as tmp:
-        np.savez(tmp, z=np.stack(df["z"].to_list()), condition=np.asarray(df["condition"], dtype=float))
+    atomic_save_npz(out / "latents.npz", z=np.stack(df["z"].to_list()), condition=np.asarray(df["condition"], dtype=float))
     slice_sheet(gen.last_density_slices, out / "density_slices.png", list(df["formula"]))
     seconds = time.perf_counter() - t0
     summary = {

@@ -35,8 +35,8 @@ def segmentation_for(elements_Z, species_from: str = "fit") -> SegmentationConfi
     'fit' (default) reads each site's species from the density profile (eq. 1, exact on
     true perov_5 maps) and splits regions by occupancy only, since the UNet's species
     map is noisier than its occupancy; 'unet' is the paper's majority vote of the UNet
-    species map. Measured on 96 perov_5 val true maps with the session-1 UNet: match
-    0.04 (fit) vs 0.00 (unet); with the true occupancy the fit gives 1.00.
+    species map. ``python benchmarks/species_fit.py`` measures the fit alone (true occupancy);
+    ``benchmarks/reconstruction.py`` reports it behind the shipped UNet on true maps.
     """
     if species_from not in SPECIES_FROM:
         raise ValueError(f"species_from must be one of {SPECIES_FROM}, got {species_from!r}")

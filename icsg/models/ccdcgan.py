@@ -226,7 +226,7 @@ def register_cli(sub) -> None:
 
 
 def _cmd(a) -> int:
-    import shutil
+    from icsg.io import atomic_copy
 
     imatgen = Path(a.imatgen)
     meta_i = json.loads((imatgen / "imatgen.json").read_text())
@@ -242,7 +242,6 @@ def _cmd(a) -> int:
     print(f"CCDCGAN in {a.out}: {state['step']} steps, regressor val MAE {state.get('regressor_val_mae', float('nan')):.3f}")
     if a.ship:
         for f in ("ccdcgan.json", "ccdcgan_generator.weights.h5", "ccdcgan_regressor.weights.h5"):
-            with atomic_path(Path(a.ship) / f, suffix=Path(f).suffix) as tmp:
-                shutil.copyfile(Path(a.out) / f, tmp)
+            atomic_copy(Path(a.out) / f, Path(a.ship) / f)
         print("shipped to", a.ship)
     return 0

@@ -148,8 +148,9 @@ class CondDFCVAE(keras.Model):
         total = mse + self.cfg.beta * kl
         if self.cfg.coord_weight != 1.0:
             # the cell lengths live in a small part of the C channels' variance (a ramp scaled by L),
-            # so the plain MSE barely notices a 10 % lattice error; this makes it count
-            total = total + (self.cfg.coord_weight - 1.0) * ops.mean(sq[..., 1:]) * 0.75
+            # so the plain MSE barely notices a 10 % lattice error; weight those channels up
+            w = ops.convert_to_tensor([1.0] + [self.cfg.coord_weight] * (self.cfg.channels - 1), dtype=sq.dtype)
+            total = ops.mean(sq * w) + self.cfg.beta * kl
         dfc = ops.convert_to_tensor(0.0)
         features = self._dfc_features
         if features is not None and self.cfg.alpha > 0:

@@ -8,8 +8,9 @@ map best are the ones whose Gaussians, summed, reproduce it:
 
     g_v(e, x) = (2π)^(-3/2) · Z_e / r_e³ · exp(−|v − x|² / (2 r_e²)) / density_scale.
 
-Solved by coordinate descent (each site in turn takes the element that best explains
-the residual left by the others; a few sweeps converge). This is the "species from the
+The misfit is quadratic in the one-hot assignment; ``fit_species`` starts from a greedy
+matching pursuit (and optionally the UNet's vote) and descends over pairs of sites.
+``refine_positions`` moves sites to the density's matched-filter maximum. This is the "species from the
 region's density profile" design: it uses the physics of the representation instead of
 a learned classifier, so it is exact on true maps and degrades gracefully on decoded
 ones. The UNet still supplies the occupancy mask that places the sites.
@@ -197,18 +198,22 @@ def refine_positions(density: np.ndarray, centroids_vox: np.ndarray, abc_A: np.n
             out *= np.exp(-power * u**2 / (2 * sa**2)).sum()
         return out
 
-    box = np.ones_like(m)
     amp = _NORM * zs / r**3 / spec.density_scale
+    sigmas = [r[k] / h for k in range(len(cents))]
+    # ||g_x||² over the box depends on the site's width only, not on the residual: once per site
+    box = np.ones_like(m)
+    norm_term = [amp[k] ** 2 * kernel_sum(sigmas[k], 2)
+                 * ndimage.gaussian_filter(box, sigma=sigmas[k] / np.sqrt(2), mode="constant")
+                 for k in range(len(cents))]
     imgs = [image(k) for k in range(len(cents))]
     model = np.sum(imgs, axis=0)
     for _ in range(sweeps):
         moved = 0.0
         for k in range(len(cents)):
             resid = m - (model - imgs[k])
-            sig = r[k] / h
+            sig = sigmas[k]
             resp = (2 * amp[k] * kernel_sum(sig, 1) * ndimage.gaussian_filter(resid, sigma=sig, mode="constant")
-                    - amp[k] ** 2 * kernel_sum(sig, 2)
-                    * ndimage.gaussian_filter(box, sigma=sig / np.sqrt(2), mode="constant"))
+                    - norm_term[k])
             lo = np.clip(np.floor(cents[k] - window_vox).astype(int), 0, n - 1)
             hi = np.clip(np.ceil(cents[k] + window_vox).astype(int) + 1, 1, n)
             sub = resp[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
