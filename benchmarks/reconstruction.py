@@ -95,7 +95,9 @@ def render(res: dict) -> str:
             ("species accuracy (matched sites)", "species_accuracy", "-"),
             ("UNet non-zero recall (true maps)", "unet_nonzero_recall", "0.87"),
             ("UNet non-zero recall (decoded maps)", "unet_nonzero_recall_decoded", "-"),
-            ("VAE MSE (normalised 4 channels)", "vae_mse", "0.013 (their scale)")]
+            ("VAE MSE (normalised 4 channels)", "vae_mse", "0.013 (their scale)"),
+            ("VAE MSE, density channel", "vae_density_mse", "-"),
+            ("same, answering every crystal with the mean map", "mean_map_density_mse", "-")]
     tm = res.get("true_maps") or {}
     lines = ["## Reconstruction through the trained VAE and UNet", "",
              f"Command: `{res['command']}` (results/reconstruction.json); equivalent to `icsg reconstruct "

@@ -117,3 +117,29 @@ def test_ccdcgan_has_no_around(tmp_path, capsys, perovskite):
     assert main(["generate", "--model", "ccdcgan", "--around", str(cif), "--n", "4", "--out",
                  str(tmp_path / "o")]) != 0
     assert "no encoder" in capsys.readouterr().err
+
+
+def test_reconstruct_command_reports_every_metric(tmp_path, perovskite, rocksalt):
+    missing = [f for f in NEEDED[:4] if not (WEIGHTS_DIR / f).exists()]
+    if missing:
+        pytest.skip(f"shipped weights missing: {missing}")
+    bad = "data_global\n_cell_length_a 3\n"
+    pd.DataFrame({"material_id": ["srtio3", "nacl", "broken"],
+                  "cif": [perovskite.to(fmt="cif"), rocksalt.to(fmt="cif"), bad]}).to_csv(tmp_path / "x.csv", index=False)
+    out = tmp_path / "rec.json"
+    assert main(["reconstruct", str(tmp_path / "x.csv"), "--json", str(out)]) == 0
+    res = json.loads(out.read_text())
+    for key in ("n", "cell_mae_A", "site_emd_A", "dn_sites", "species_accuracy", "match_rate", "failures",
+                "unet_nonzero_recall", "vae_mse", "vae_density_mse", "mean_map_density_mse", "true_maps"):
+        assert key in res, key
+    assert res["n"] == 3
+    assert [f["id"] for f in res["failures"] if f["reason"] != "decode_failed"] == ["broken"]
+    assert 0 <= res["unet_nonzero_recall"] <= 1 and res["vae_density_mse"] > 0
+    # two crystals: their mean map misses each by half their difference
+    from icsg.data.filters import FilterConfig, standardise
+    from icsg.grid import GridSpec
+    from icsg.representation.density import encode
+
+    spec = GridSpec.from_dict(json.loads((WEIGHTS_DIR / "vae.json").read_text())["grid"])
+    m = [encode(standardise(s, i, FilterConfig()), spec).density for i, s in (("a", perovskite), ("b", rocksalt))]
+    assert res["mean_map_density_mse"] == pytest.approx(np.mean((m[0] - m[1]) ** 2) / 4, rel=1e-4)

@@ -4,7 +4,9 @@
 Also reports ``vae_mse`` (mean squared error of the decoded 4 channels, normalised
 units), ``unet_nonzero_recall`` (UNet on the true M against the true S: the
 segmenter's own quality, the paper's 87 %) and ``unet_nonzero_recall_decoded``
-(UNet on the decoded M'), and ``true_maps``: the round-trip metrics of the UNet +
+(UNet on the decoded M'), ``vae_density_mse`` (density channel only) next to
+``mean_map_density_mse`` (the error of answering every crystal with the average map of
+the evaluated set: a VAE above it has learned nothing crystal-specific), and ``true_maps``: the round-trip metrics of the UNet +
 segmentation on the true M (no VAE), which separates the VAE's error from the segmenter's.
 """
 
@@ -50,6 +52,7 @@ def reconstruct(records: list[Record], vae, vae_meta: dict, unet, unet_meta: dic
         except CrystalError as err:
             failures.append({"id": r.id, "reason": err.reason, "detail": err.detail})
     pairs, sq_err, hits, total, hits_d, total_d = [], [], 0, 0, 0, 0
+    dens_err, dens_sum, dens_sq = [], 0.0, 0.0
     pairs_true, fails_true = [], []
     bar = tqdm(total=len(accepted), desc="reconstruct", disable=not progress, unit="crystal")
     for i in range(0, len(accepted), batch_size):
@@ -61,6 +64,9 @@ def reconstruct(records: list[Record], vae, vae_meta: dict, unet, unet_meta: dic
         mu, _ = vae.encoder.predict([x, cond], verbose=0)
         recon = np.asarray(vae.decoder.predict([mu, cond], verbose=0))
         sq_err.extend(np.mean((recon - x) ** 2, axis=(1, 2, 3, 4)).tolist())
+        dens_err.extend(np.mean((recon[..., 0] - x[..., 0]) ** 2, axis=(1, 2, 3)).tolist())
+        dens_sum = dens_sum + x[..., 0].astype(np.float64).sum(0)
+        dens_sq = dens_sq + (x[..., 0].astype(np.float64) ** 2).sum(0)
         true_s = np.stack([e.species for _, _, e in chunk])
         pred_true_m, occ_true_m = segment_maps(unet, x[..., 0], unet_meta["elements_Z"], batch_size)
         h, t = _recall(pred_true_m, true_s)
@@ -86,6 +92,9 @@ def reconstruct(records: list[Record], vae, vae_meta: dict, unet, unet_meta: dic
     bar.close()
     out = summarise(pairs, failures, len(records))
     out["vae_mse"] = float(np.mean(sq_err)) if sq_err else float("nan")
+    out["vae_density_mse"] = float(np.mean(dens_err)) if dens_err else float("nan")
+    k = len(dens_err)
+    out["mean_map_density_mse"] = float(np.mean(dens_sq / k - (dens_sum / k) ** 2)) if k else float("nan")
     out["unet_nonzero_recall"] = hits / total if total else float("nan")
     out["unet_nonzero_recall_decoded"] = hits_d / total_d if total_d else float("nan")
     out["species_from"] = species_from

@@ -142,7 +142,8 @@ def register_cli(sub) -> None:
     p.add_argument("--beta", type=float, default=5e-4)
     p.add_argument("--alpha", type=float, default=1.0)
     p.add_argument("--coord-weight", type=float, default=1.0,
-                   help="weight of the coordinate channels in the MSE (1 = paper); >1 sharpens the decoded cell")
+                   help="weight of the coordinate channels in the MSE (1 = paper, default); values above 1 "
+                        "starve the density channel (benchmarks/vae_settings.py)")
     p.set_defaults(func=_cmd_train_vae)
 
 

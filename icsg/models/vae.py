@@ -31,7 +31,7 @@ class VAEConfig:
     filters: tuple = (16, 32, 64, 128)
     beta: float = 5e-4
     alpha: float = 1.0
-    coord_weight: float = 1.0  # extra weight of the 3 coordinate channels in the MSE (1 = paper)
+    coord_weight: float = 1.0  # weight of the 3 coordinate channels in the MSE (1 = paper; >1 starves the density)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -147,8 +147,9 @@ class CondDFCVAE(keras.Model):
         kl = ops.mean(-0.5 * ops.sum(1 + logvar - ops.square(mu) - ops.exp(logvar), axis=-1))
         total = mse + self.cfg.beta * kl
         if self.cfg.coord_weight != 1.0:
-            # the cell lengths live in a small part of the C channels' variance (a ramp scaled by L),
-            # so the plain MSE barely notices a 10 % lattice error; weight those channels up
+            # the cell lengths live in a small part of the C channels' variance (a ramp scaled by L), so
+            # weighting those channels up sharpens the cell, but at a cost: at 20 the density stayed at
+            # the mean-map level for thousands of steps (benchmarks/vae_settings.py)
             w = ops.convert_to_tensor([1.0] + [self.cfg.coord_weight] * (self.cfg.channels - 1), dtype=sq.dtype)
             total = ops.mean(sq * w) + self.cfg.beta * kl
         dfc = ops.convert_to_tensor(0.0)
