@@ -30,7 +30,7 @@ def main() -> int:
              "from `../shared/data` (read in place, never copied). Weights are Keras HDF5 (`*.weights.h5`) or "
              "torch state dicts of tensors (`*.pt`, loaded with `torch.load(weights_only=True)`): no pickle, no "
              "code. Each has a JSON description beside it; `icsg.pretrained` rebuilds the model from it.", ""]
-    lines += ["## How the Keras models were trained (two sessions, 2 shared CPU cores)", "",
+    lines += ["## How the Keras models were trained (three sessions, 2 shared CPU cores)", "",
               "1. `icsg prepare ../shared/data/perov_5/train.csv.gz --out runs/data/perov5_train --property heat_ref "
               "--val-fraction 0.05` (11,356 crystals, 0 rejected).",
               "2. UNet: `icsg train-unet runs/data/perov5_train --out runs/unet16 --epochs 200 --batch 16 --crop 16 "
@@ -55,6 +55,14 @@ def main() -> int:
               "length was 0.4 Å off) as `runs/vae3` from runs/vae2's last epoch. Both stopped by hand at the "
               "session's end (not converged); shipped with step 4. `--unet weights` in these runs was the session-1 "
               "UNet (the perceptual features), not the UNet shipped now.",
+              "6. Third session: `python benchmarks/vae_settings.py` showed that the coordinate weight 20 of step 5 "
+              "kept the decoded density at the level of the mean map (every crystal answered with the average map), "
+              "so the VAE continued from runs/vae3's best epoch with the paper's weight 1 and learning rate 1e-3 "
+              "as `runs/vae5` (`--unet weights` = the session-2 UNet shipped now): `icsg train-vae "
+              "runs/data/perov5_train --out runs/vae5 --unet weights --init-weights runs/vae3/best.weights.h5 "
+              "--alpha 0.1 --beta 1e-5 --coord-weight 1 --batch 16 --lr 1e-3 --steps-per-epoch 100 --epochs 60 "
+              "--patience 10 --val-limit 128`, stopped by hand at the session's end (not converged); shipped with "
+              "step 4. The UNet was not trained further.",
               "Continue either model on any machine with `--init-weights weights/NAME.weights.h5`.", ""]
     for name, title in (("unet", "3-D UNet segmenter"), ("vae", "Cond-DFC-VAE")):
         meta = _load(W / f"{name}.json")

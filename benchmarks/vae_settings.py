@@ -98,6 +98,7 @@ def main(argv=None) -> int:
 def render(res: dict) -> str:
     steps = [r["steps"] for r in next(iter(res["settings"].values()))]
     lines = [
+        "## VAE settings: does the density learn? (16^3, equal budgets)", "",
         "Plain VAE (no DFC) at 16^3 on the ablation's 4,000 perov_5 training crystals, batch 16, fresh weights, "
         "BatchNorm recalibrated before each measurement; density-channel MSE of posterior-mean reconstructions "
         f"of 256 validation maps. Mean-map baseline (the average training map for every crystal): "
