@@ -58,11 +58,13 @@ def main() -> int:
               "6. Third session: `python benchmarks/vae_settings.py` showed that the coordinate weight 20 of step 5 "
               "kept the decoded density at the level of the mean map (every crystal answered with the average map), "
               "so the VAE continued from runs/vae3's best epoch with the paper's weight 1 and learning rate 1e-3 "
-              "as `runs/vae5` (`--unet weights` = the session-2 UNet shipped now): `icsg train-vae "
-              "runs/data/perov5_train --out runs/vae5 --unet weights --init-weights runs/vae3/best.weights.h5 "
-              "--alpha 0.1 --beta 1e-5 --coord-weight 1 --batch 16 --lr 1e-3 --steps-per-epoch 100 --epochs 60 "
-              "--patience 10 --val-limit 128`, stopped by hand at the session's end (not converged); shipped with "
-              "step 4. The UNet was not trained further.",
+              "as `runs/vae5` (`--unet weights` = the session-2 UNet shipped now; 4 epochs of 100 steps: the "
+              "density still at the mean-map level, the DFC term at α = 0.1 being ~4x the pixel error), then "
+              "from runs/vae5's last epoch with α = 0.01 (`python benchmarks/ablation.py`: α = 0.1 slowed the "
+              "pixel error 4-5x at equal steps): `icsg train-vae runs/data/perov5_train --out runs/vae6 --unet "
+              "weights --init-weights runs/vae5_last.weights.h5 --alpha 0.01 --beta 1e-5 --coord-weight 1 --batch "
+              "16 --lr 1e-3 --steps-per-epoch 100 --epochs 60 --patience 10 --val-limit 128`, stopped by hand at "
+              "the session's end (not converged); shipped with step 4. The UNet was not trained further.",
               "Continue either model on any machine with `--init-weights weights/NAME.weights.h5`.", ""]
     for name, title in (("unet", "3-D UNet segmenter"), ("vae", "Cond-DFC-VAE")):
         meta = _load(W / f"{name}.json")
