@@ -60,8 +60,8 @@ def main() -> int:
               "so the VAE continued from runs/vae3's best epoch with the paper's weight 1 and learning rate 1e-3 "
               "as `runs/vae5` (`--unet weights` = the session-2 UNet shipped now; 4 epochs of 100 steps: the "
               "density still at the mean-map level, the DFC term at α = 0.1 being ~4x the pixel error), then "
-              "from runs/vae5's last epoch with α = 0.01 (`python benchmarks/ablation.py`: α = 0.1 slowed the "
-              "pixel error 4-5x at equal steps): `icsg train-vae runs/data/perov5_train --out runs/vae6 --unet "
+              "from runs/vae5's last epoch with α = 0.01 (`python benchmarks/ablation.py`: α = 0.1 left the "
+              "pixel error 4-5x higher at equal steps): `icsg train-vae runs/data/perov5_train --out runs/vae6 --unet "
               "weights --init-weights runs/vae5_last.weights.h5 --alpha 0.01 --beta 1e-5 --coord-weight 1 --batch "
               "16 --lr 1e-3 --steps-per-epoch 100 --epochs 60 --patience 10 --val-limit 128`, stopped by hand at "
               "the session's end (not converged); shipped with step 4. The UNet was not trained further.",
