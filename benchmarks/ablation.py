@@ -131,14 +131,17 @@ def _evaluate(out: Path, a, runs) -> dict:
     from icsg.pretrained import load_unet, load_vae, ship_run
 
     recs = list(iter_source(str(DATA / "val.csv.gz"), limit=a.eval_limit))
-    rows = {}
+    rows, unets = {}, {}
     for name, data, _, seg_unet, _, run in runs:
         shipped = out / "shipped" / run
         shipped.mkdir(parents=True, exist_ok=True)
-        # BatchNorm statistics recomputed exactly as `icsg ship-weights --recalibrate` does
-        ship_run(out / seg_unet, "unet", shipped, recalibrate_data=out / data)
+        # BatchNorm statistics recomputed exactly as `icsg ship-weights --recalibrate` does; each UNet once
+        if seg_unet not in unets:
+            (out / "shipped" / seg_unet).mkdir(parents=True, exist_ok=True)
+            ship_run(out / seg_unet, "unet", out / "shipped" / seg_unet, recalibrate_data=out / data)
+            unets[seg_unet] = load_unet(out / "shipped" / seg_unet)
+        unet, um = unets[seg_unet]
         ship_run(out / run, "vae", shipped, recalibrate_data=out / data)
-        unet, um = load_unet(shipped)
         vae, vm = load_vae(shipped)
         r = reconstruct(recs, vae, vm, unet, um, species_from="unet", progress=False)
         state = json.loads((out / run / "state.json").read_text())

@@ -6,8 +6,9 @@ units), ``unet_nonzero_recall`` (UNet on the true M against the true S: the
 segmenter's own quality, the paper's 87 %) and ``unet_nonzero_recall_decoded``
 (UNet on the decoded M'), ``vae_density_mse`` (density channel only) next to
 ``mean_map_density_mse`` (the error of answering every crystal with the average map of
-the evaluated set: a VAE above it has learned nothing crystal-specific), and ``true_maps``: the round-trip metrics of the UNet +
-segmentation on the true M (no VAE), which separates the VAE's error from the segmenter's.
+the evaluated set: a VAE above it has learned nothing crystal-specific), and ``true_maps``:
+the round-trip metrics of the UNet + segmentation on the true M (no VAE), which separates
+the VAE's error from the segmenter's.
 """
 
 from __future__ import annotations
