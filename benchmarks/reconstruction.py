@@ -99,6 +99,7 @@ def render(res: dict) -> str:
             ("VAE MSE, density channel", "vae_density_mse", "-"),
             ("same, answering every crystal with the mean map", "mean_map_density_mse", "-")]
     tm = res.get("true_maps") or {}
+    to = res.get("decoded_true_occupancy") or {}
     lines = ["## Reconstruction through the trained VAE and UNet", "",
              f"Command: `{res['command']}` (results/reconstruction.json); equivalent to `icsg reconstruct "
              f"../shared/data/perov_5/val.csv.gz`. n = {res['n']}, decoded {res['n_decoded']}, "
@@ -106,10 +107,14 @@ def render(res: dict) -> str:
              "UNet on true and decoded maps, segmentation, metrics).", "",
              f"Site species: `{res.get('species_from', 'unet')}` (`fit` = the eq.-1 profile fit of "
              "icsg/segmentation/species_fit.py; `unet` = the paper's vote). The column *UNet on true M* runs the "
-             "same UNet + segmentation on the true maps (no VAE): the segmenter's share of the error.", "",
-             "| metric | icsg | UNet on true M | paper |", "|---|---|---|---|"]
+             "same UNet + segmentation on the true maps (no VAE): the segmenter's share of the error. The column "
+             "*decoded M', true S_B* segments the decoded maps with the encoder's own occupancy mask instead of the "
+             "UNet's: what the decoded density and coordinates support when the regions are right (the VAE's "
+             "share).", "",
+             "| metric | icsg | UNet on true M | decoded M', true S_B | paper |", "|---|---|---|---|---|"]
     for label, key, paper in rows:
-        lines.append(f"| {label} | {f(res.get(key))} | {f(tm.get(key)) if key in tm else '-'} | {paper} |")
+        lines.append(f"| {label} | {f(res.get(key))} | {f(tm.get(key)) if key in tm else '-'} | "
+                     f"{f(to.get(key)) if key in to else '-'} | {paper} |")
     for name in ("unet", "vae"):
         t = (res.get("training") or {}).get(name) or {}
         secs = t.get("epoch_seconds") or []

@@ -9,6 +9,7 @@ import warnings
 
 import icsg  # noqa: F401  (sets KERAS_BACKEND)
 from icsg.errors import CrystalError, SourceError, WeightsError
+from icsg.representation.augment import TTA_ROTATIONS
 
 
 def _records(sources: list[str], limit: int | None):
@@ -86,7 +87,7 @@ def cmd_reconstruct(a) -> int:
     vae, vm = load_vae(a.vae or a.weights or WEIGHTS_DIR)
     recs = _records(a.sources, a.limit)
     return _report(reconstruct(recs, vae, vm, unet, um, batch_size=a.batch, workers=a.workers or 1,
-                               species_from=a.species), a)
+                               species_from=a.species, rotations=a.tta), a)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -133,6 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
     rc.add_argument("--workers", type=int, default=1, help="segmentation worker processes")
     rc.add_argument("--species", choices=("fit", "unet"), default="fit",
                     help="site species from the density profile (fit, default) or the UNet's vote (unet, paper)")
+    rc.add_argument("--tta", type=int, default=TTA_ROTATIONS, metavar="N",
+                    help=f"average the UNet over N of the 24 exact cube rotations (1 = off, the paper; default "
+                         f"{TTA_ROTATIONS})")
     rc.set_defaults(func=cmd_reconstruct)
 
     for register in _extra_commands():

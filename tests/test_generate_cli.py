@@ -130,7 +130,8 @@ def test_reconstruct_command_reports_every_metric(tmp_path, perovskite, rocksalt
     assert main(["reconstruct", str(tmp_path / "x.csv"), "--json", str(out)]) == 0
     res = json.loads(out.read_text())
     for key in ("n", "cell_mae_A", "site_emd_A", "dn_sites", "species_accuracy", "match_rate", "failures",
-                "unet_nonzero_recall", "vae_mse", "vae_density_mse", "mean_map_density_mse", "true_maps"):
+                "unet_nonzero_recall", "vae_mse", "vae_density_mse", "mean_map_density_mse", "true_maps",
+                "decoded_true_occupancy"):
         assert key in res, key
     assert res["n"] == 3
     assert [f["id"] for f in res["failures"] if f["reason"] != "decode_failed"] == ["broken"]

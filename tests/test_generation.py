@@ -72,3 +72,40 @@ def test_training_set_from_csv_is_lazy(tmp_path, perovskite, rocksalt):
     assert ts.size == 2 and all(isinstance(v[0], str) for v in ts.by_formula.values())
     assert ts.contains(perovskite)
     assert not isinstance(ts.by_formula["SrTiO3"][0], str) and isinstance(ts.by_formula["NaCl"][0], str)
+
+
+class _FakeUNet:
+    """predict() like the Keras UNet: occupancy from the density plus an optional fixed, non-rotating bias."""
+
+    def __init__(self, bias=None):
+        self.bias = bias
+
+    def predict(self, x, batch_size=16, verbose=0):
+        occ = 1 / (1 + np.exp(-(x - 0.5) * 8))
+        if self.bias is not None:
+            occ = np.clip(occ + self.bias[None, ..., None], 0, 1)
+        species = np.concatenate([1 - occ, occ], -1)  # classes: background, element 8
+        return {"species": species, "occupancy": occ}
+
+
+def test_rotation_averaged_segmentation():
+    from icsg.generation.pipeline import segment_maps
+    from icsg.representation.augment import cube_rotations, rotate_map, unrotate_map
+
+    rng = np.random.default_rng(0)
+    v = rng.random((8, 8, 8, 2))
+    for rot in cube_rotations():
+        assert np.array_equal(unrotate_map(rotate_map(v, rot), rot), v)
+    dens = rng.random((2, 8, 8, 8))
+    # an equivariant model: averaging changes nothing
+    z1, o1 = segment_maps(_FakeUNet(), dens, [8], rotations=1)
+    z4, o4 = segment_maps(_FakeUNet(), dens, [8], rotations=4)
+    assert np.allclose(o1, o4, atol=1e-12) and np.array_equal(z1, z4) and set(np.unique(z1)) <= {0, 8}
+    # a model with an error tied to the box orientation: the average spreads it over the rotations
+    bias = np.zeros((8, 8, 8))
+    bias[0] = 0.4
+    _, ob = segment_maps(_FakeUNet(bias), dens, [8], rotations=24)
+    expected = np.mean([np.clip(o1 + unrotate_map(bias, r)[None], 0, 1) for r in cube_rotations()], axis=0)
+    assert np.allclose(ob, expected, atol=1e-12)
+    with pytest.raises(ValueError, match="between 1 and 24"):
+        segment_maps(_FakeUNet(), dens, [8], rotations=25)

@@ -93,6 +93,32 @@ def test_vae_dfc_trains_and_roundtrips(tmp_path, perovskite, rocksalt):
     assert np.array_equal(warm.encoder.predict([x, cond], verbose=0)[0], mu_a)
 
 
+def test_asinh_density_loss_counts_a_missing_anion(perovskite):
+    """With k > 0 a decoded map without an O costs a sizeable fraction of one without Ti; with the
+    plain MSE the O is nearly free (the failure it was introduced for)."""
+    spec = GridSpec(size=16)
+    full = encode(perovskite, spec)
+    x = np.concatenate([full.density[..., None], full.coords], -1)[None]
+
+    def without(i):
+        s = perovskite.copy()
+        s.remove_sites([i])
+        return np.concatenate([encode(s, spec).density[..., None], full.coords], -1)[None]
+
+    no_ti, no_o = without(1), without(2)
+    cond = np.eye(10, dtype="float32")[[0]]
+    ratios = {}
+    for k in (0.0, 10.0):
+        vae = build_vae(VAEConfig(grid_size=16, latent_dim=4, filters=(2,), alpha=0.0, beta=0.0, density_asinh_k=k))
+        zero = keras.ops.zeros((1, 4))
+        loss = {name: float(vae.compute_loss(x=(x, cond), y=x, y_pred={"recon": keras.ops.convert_to_tensor(r),
+                                                                     "mu": zero, "logvar": zero}))
+                for name, r in (("ti", no_ti), ("o", no_o), ("none", x))}
+        assert loss["none"] == pytest.approx(0.0, abs=1e-7)
+        ratios[k] = loss["o"] / loss["ti"]
+    assert ratios[0.0] < 0.05 and ratios[10.0] > 2.5 * ratios[0.0]
+
+
 BACKEND_SCRIPT = textwrap.dedent("""
     import numpy as np, keras
     from icsg.models.unet import UNetConfig, build_unet, feature_extractor
@@ -104,7 +130,7 @@ BACKEND_SCRIPT = textwrap.dedent("""
     x = np.random.rand(2, 8, 8, 8, 1).astype("float32")
     y = {{"species": np.random.randint(0, 3, (2, 8, 8, 8)), "occupancy": np.random.rand(2, 8, 8, 8, 1).astype("float32")}}
     u.train_on_batch(x, y)
-    v = build_vae(VAEConfig(grid_size=8, latent_dim=4, filters=(2,)), feature_extractor(u))
+    v = build_vae(VAEConfig(grid_size=8, latent_dim=4, filters=(2,), density_asinh_k=10.0), feature_extractor(u))
     v.compile("adam")
     xv = np.random.rand(2, 8, 8, 8, 4).astype("float32")
     c = np.eye(10, dtype="float32")[[0, 1]]

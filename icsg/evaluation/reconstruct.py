@@ -8,7 +8,9 @@ segmenter's own quality, the paper's 87 %) and ``unet_nonzero_recall_decoded``
 ``mean_map_density_mse`` (the error of answering every crystal with the average map of
 the evaluated set: a VAE above it has learned nothing crystal-specific), and ``true_maps``:
 the round-trip metrics of the UNet + segmentation on the true M (no VAE), which separates
-the VAE's error from the segmenter's.
+the VAE's error from the segmenter's; and ``decoded_true_occupancy``: the decoded M' and C'
+segmented with the encoder's own occupancy mask S_B instead of the UNet's, i.e. what the
+decoded density alone supports (sites, species, cell) when the regions are right.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from icsg.errors import CrystalError
 from icsg.evaluation.metrics import compare, summarise
 from icsg.generation.pipeline import DecodedBatch, batch_to_structures, segment_maps, segmentation_for
 from icsg.grid import GridSpec
+from icsg.representation.augment import TTA_ROTATIONS
 from icsg.representation.density import encode
 
 
@@ -33,7 +36,8 @@ def _recall(pred_z: np.ndarray, true_z: np.ndarray) -> tuple[int, int]:
 
 
 def reconstruct(records: list[Record], vae, vae_meta: dict, unet, unet_meta: dict, batch_size: int = 16,
-                workers: int = 1, progress: bool = True, species_from: str = "fit") -> dict:
+                workers: int = 1, progress: bool = True, species_from: str = "fit",
+                rotations: int = TTA_ROTATIONS) -> dict:
     from tqdm.auto import tqdm
 
     spec = GridSpec.from_dict(vae_meta["grid"])
@@ -54,7 +58,7 @@ def reconstruct(records: list[Record], vae, vae_meta: dict, unet, unet_meta: dic
             failures.append({"id": r.id, "reason": err.reason, "detail": err.detail})
     pairs, sq_err, hits, total, hits_d, total_d = [], [], 0, 0, 0, 0
     dens_err, dens_sum, dens_sq = [], 0.0, 0.0
-    pairs_true, fails_true = [], []
+    pairs_true, fails_true, pairs_occ, fails_occ = [], [], [], []
     bar = tqdm(total=len(accepted), desc="reconstruct", disable=not progress, unit="crystal")
     for i in range(0, len(accepted), batch_size):
         chunk = accepted[i:i + batch_size]
@@ -69,7 +73,7 @@ def reconstruct(records: list[Record], vae, vae_meta: dict, unet, unet_meta: dic
         dens_sum = dens_sum + x[..., 0].astype(np.float64).sum(0)
         dens_sq = dens_sq + (x[..., 0].astype(np.float64) ** 2).sum(0)
         true_s = np.stack([e.species for _, _, e in chunk])
-        pred_true_m, occ_true_m = segment_maps(unet, x[..., 0], unet_meta["elements_Z"], batch_size)
+        pred_true_m, occ_true_m = segment_maps(unet, x[..., 0], unet_meta["elements_Z"], batch_size, rotations)
         h, t = _recall(pred_true_m, true_s)
         hits, total = hits + h, total + t
         # the same segmentation on the true maps: what the UNet + segmentation alone reach
@@ -79,7 +83,14 @@ def reconstruct(records: list[Record], vae, vae_meta: dict, unet, unet_meta: dic
                 pairs_true.append(compare(s, pred))
             else:
                 fails_true.append({"id": r.id, "reason": "decode_failed", "detail": why})
-        species, occ = segment_maps(unet, recon[..., 0], unet_meta["elements_Z"], batch_size)
+        true_occ = np.stack([e.occupancy for _, _, e in chunk]).astype(np.float32)
+        for (r, s, _), (pred, why) in zip(chunk, batch_to_structures(
+                DecodedBatch(recon[..., 0], recon[..., 1:], true_s, true_occ), spec, seg, workers=workers)):
+            if pred is not None:
+                pairs_occ.append(compare(s, pred))
+            else:
+                fails_occ.append({"id": r.id, "reason": "decode_failed", "detail": why})
+        species, occ = segment_maps(unet, recon[..., 0], unet_meta["elements_Z"], batch_size, rotations)
         h, t = _recall(species, true_s)
         hits_d, total_d = hits_d + h, total_d + t
         decoded = batch_to_structures(DecodedBatch(recon[..., 0], recon[..., 1:], species, occ), spec, seg,
@@ -99,8 +110,12 @@ def reconstruct(records: list[Record], vae, vae_meta: dict, unet, unet_meta: dic
     out["unet_nonzero_recall"] = hits / total if total else float("nan")
     out["unet_nonzero_recall_decoded"] = hits_d / total_d if total_d else float("nan")
     out["species_from"] = species_from
+    out["tta_rotations"] = rotations
     true = summarise(pairs_true, fails_true, len(accepted))
-    out["true_maps"] = {k: true[k] for k in ("match_rate", "cell_mae_A", "site_emd_A", "dn_sites", "species_accuracy")}
+    keys = ("match_rate", "cell_mae_A", "site_emd_A", "dn_sites", "species_accuracy")
+    out["true_maps"] = {k: true[k] for k in keys}
+    with_occ = summarise(pairs_occ, fails_occ, len(accepted))
+    out["decoded_true_occupancy"] = {k: with_occ[k] for k in keys}
     out["seconds"] = time.perf_counter() - t0
     out["seconds_per_crystal"] = out["seconds"] / max(1, len(accepted))
     return out

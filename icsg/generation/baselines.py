@@ -133,10 +133,10 @@ def make_generator(model: str = "cond-dfc-vae", weights_dir: str | os.PathLike =
     if model not in MODELS:
         raise ValueError(f"unknown model {model!r} (choose from {', '.join(MODELS)})")
     if model == "imatgen":
-        kwargs.pop("workers", None), kwargs.pop("species_from", None)
+        kwargs.pop("workers", None), kwargs.pop("species_from", None), kwargs.pop("rotations", None)
         return ImatgenGenerator(weights_dir, **kwargs)
     if model == "ccdcgan":
-        kwargs.pop("workers", None), kwargs.pop("species_from", None)
+        kwargs.pop("workers", None), kwargs.pop("species_from", None), kwargs.pop("rotations", None)
         return CCDCGANGenerator(weights_dir, **kwargs)
     from icsg.generation.generator import Generator
 

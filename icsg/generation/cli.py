@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from icsg.errors import SourceError
+from icsg.representation.augment import TTA_ROTATIONS
 from icsg.io import atomic_path, atomic_save_npz, atomic_write_json, atomic_write_text
 from icsg.pretrained import WEIGHTS_DIR
 from icsg.properties import PROPERTIES
@@ -86,7 +87,7 @@ def run_generate(a) -> dict:
         raise ValueError(f"--condition needs --model cond-dfc-vae ({a.model} is not property-conditioned); "
                          "--target sets the property window only")
     gen = make_generator(a.model, a.weights, seed=a.seed, batch_size=a.batch, workers=a.workers,
-                         species_from=a.species)
+                         species_from=a.species, rotations=a.tta)
     prop = gen.condition_property
     base, target, mode = None, None, "random"
     if a.interpolate:
@@ -181,6 +182,9 @@ def register_cli(sub) -> None:
     p.add_argument("--workers", type=int, default=1, help="segmentation worker processes")
     p.add_argument("--species", choices=("fit", "unet"), default="fit",
                    help="site species from the density profile (fit, default) or the UNet's vote (unet, paper)")
+    p.add_argument("--tta", type=int, default=TTA_ROTATIONS, metavar="N",
+                   help=f"average the UNet over N of the 24 exact cube rotations (1 = off; default {TTA_ROTATIONS}: "
+                        "fewer missed sites, N times the UNet's cost)")
     p.add_argument("--weights", default=str(WEIGHTS_DIR))
     p.add_argument("--data", default=None, help="CSV to look base ids up in")
     p.add_argument("--train", default=None, help="training CSV for the novelty filter (default: the VAE's)")

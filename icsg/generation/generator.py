@@ -27,6 +27,7 @@ from icsg.generation.pipeline import batch_to_structures, decode_latents, segmen
 from icsg.generation.sampling import interpolate, sample_around, sample_prior
 from icsg.grid import GridSpec
 from icsg.pretrained import WEIGHTS_DIR, load_unet, load_vae
+from icsg.representation.augment import TTA_ROTATIONS
 from icsg.representation.density import encode
 
 
@@ -40,10 +41,13 @@ class Generator:
         workers: segmentation worker processes.
         species_from: 'fit' (species from the density profile) or 'unet' (UNet vote);
             see ``icsg.generation.pipeline.segmentation_for``.
+        rotations: exact cube rotations the UNet's output is averaged over (1-24; see
+            ``icsg.generation.pipeline.segment_maps``).
     """
 
     def __init__(self, weights_dir: str | os.PathLike = WEIGHTS_DIR, vae=None, unet=None, predict: bool = True,
-                 seed: int = 0, batch_size: int = 32, workers: int = 1, species_from: str = "fit"):
+                 seed: int = 0, batch_size: int = 32, workers: int = 1, species_from: str = "fit",
+                 rotations: int = TTA_ROTATIONS):
         self.unet, self.unet_meta = load_unet(unet or weights_dir)
         self.vae, self.vae_meta = load_vae(vae or weights_dir)
         self.spec = GridSpec.from_dict(self.vae_meta["grid"])
@@ -51,7 +55,7 @@ class Generator:
         self.n_bins = int(self.cond["n_bins"])
         self.latent_dim = int(self.vae_meta["config"]["latent_dim"])
         self.rng = np.random.default_rng(seed)
-        self.batch_size, self.workers = batch_size, workers
+        self.batch_size, self.workers, self.rotations = batch_size, workers, rotations
         self.segmentation = segmentation_for(self.unet_meta["elements_Z"], species_from)
         self.predictor = None
         if predict:
@@ -131,7 +135,7 @@ class Generator:
         rows, densities = [], []
         for i in range(0, len(z), self.batch_size):
             b = decode_latents(self.vae, self.unet, z[i:i + self.batch_size], cond[i:i + self.batch_size],
-                               self.unet_meta["elements_Z"], self.batch_size)
+                               self.unet_meta["elements_Z"], self.batch_size, self.rotations)
             densities.append(b.density[:, :, :, self.spec.size // 2].copy())
             for s, why in batch_to_structures(b, self.spec, self.segmentation, workers=self.workers):
                 rows.append((s, why))

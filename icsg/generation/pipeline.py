@@ -13,6 +13,7 @@ import numpy as np
 
 import icsg  # noqa: F401
 from icsg.grid import GridSpec
+from icsg.representation.augment import TTA_ROTATIONS, cube_rotations, rotate_map, unrotate_map
 from icsg.parallel import pmap
 from icsg.segmentation.lattice import lengths_from_coordinates
 from icsg.segmentation.watershed import SegmentationConfig, assign_species, find_sites, sites_to_structure
@@ -51,20 +52,36 @@ def class_to_z(elements_Z: list[int]) -> np.ndarray:
     return np.array([0] + list(elements_Z), dtype=np.int16)
 
 
-def segment_maps(unet, density: np.ndarray, elements_Z: list[int], batch_size: int = 16):
-    """UNet on (B, n, n, n) maps -> (Z per voxel, occupancy probability)."""
+def segment_maps(unet, density: np.ndarray, elements_Z: list[int], batch_size: int = 16,
+                 rotations: int = TTA_ROTATIONS):
+    """UNet on (B, n, n, n) maps -> (Z per voxel, occupancy probability).
+
+    With ``rotations`` > 1 the UNet sees each map in that many of the 24 exact cube
+    rotations (identity first) and its species and occupancy probabilities are rotated
+    back and averaged (test-time augmentation). A crystal's labels are equivariant
+    under these rotations, the UNet's errors are not; on 60 perov_5 validation maps the
+    average over 24 raised the UNet + segmentation match from 0.67 to 0.78 and halved the
+    site EMD (0.156 -> 0.077 Å) at 24x the UNet's inference cost (see benchmarks/RESULTS.md).
+    """
+    if not 1 <= rotations <= 24:
+        raise ValueError(f"rotations must be between 1 and 24, got {rotations}")
     table = class_to_z(elements_Z)
-    out = unet.predict(density[..., None].astype(np.float32), batch_size=batch_size, verbose=0)
-    species = table[np.argmax(np.asarray(out["species"]), axis=-1)]
-    return species, np.asarray(out["occupancy"])[..., 0]
+    prob_s, prob_o = 0.0, 0.0
+    for rot in cube_rotations()[:rotations]:
+        x = np.stack([rotate_map(m, rot) for m in np.asarray(density)])[..., None].astype(np.float32)
+        out = unet.predict(x, batch_size=batch_size, verbose=0)
+        prob_s = prob_s + np.stack([unrotate_map(v, rot) for v in np.asarray(out["species"])])
+        prob_o = prob_o + np.stack([unrotate_map(v[..., 0], rot) for v in np.asarray(out["occupancy"])])
+    species = table[np.argmax(prob_s, axis=-1)]
+    return species, prob_o / rotations
 
 
 def decode_latents(vae, unet, z: np.ndarray, cond: np.ndarray, elements_Z: list[int],
-                   batch_size: int = 16) -> DecodedBatch:
+                   batch_size: int = 16, rotations: int = TTA_ROTATIONS) -> DecodedBatch:
     """Latent vectors (B, latent) + one-hot conditions (B, K) -> decoded maps and segmentations."""
     x = np.asarray(vae.decoder.predict([z.astype(np.float32), cond.astype(np.float32)],
                                        batch_size=batch_size, verbose=0))
-    species, occ = segment_maps(unet, x[..., 0], elements_Z, batch_size)
+    species, occ = segment_maps(unet, x[..., 0], elements_Z, batch_size, rotations)
     return DecodedBatch(x[..., 0], x[..., 1:], species, occ)
 
 

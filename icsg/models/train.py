@@ -144,6 +144,9 @@ def register_cli(sub) -> None:
     p.add_argument("--coord-weight", type=float, default=1.0,
                    help="weight of the coordinate channels in the MSE (1 = paper, default); values above 1 "
                         "starve the density channel (benchmarks/vae_settings.py)")
+    p.add_argument("--density-asinh", type=float, default=0.0, metavar="K",
+                   help="compare asinh(K·M) instead of M in the density error (0 = plain MSE, the paper's); "
+                        "K > 0 makes the light anions' low, broad peaks count (see icsg/models/vae.py)")
     p.set_defaults(func=_cmd_train_vae)
 
 
@@ -165,7 +168,8 @@ def _cmd_train_unet(a) -> int:
 
 def _cmd_train_vae(a) -> int:
     vcfg = {"latent_dim": a.latent, "filters": tuple(int(f) for f in a.filters.split(",")), "beta": a.beta,
-            "alpha": a.alpha if a.unet else 0.0, "coord_weight": a.coord_weight}
+            "alpha": a.alpha if a.unet else 0.0, "coord_weight": a.coord_weight,
+            "density_asinh_k": a.density_asinh}
     state = train_vae(a.data, a.out, a.unet, vcfg, _train_cfg(a, 1e-3), resume=a.resume, limit=a.limit,
                       verbose=0 if a.quiet else 2, init_weights=a.init_weights)
     print(f"best val_loss {state.get('best'):.4f} at epoch {state.get('best_epoch')}; weights in "

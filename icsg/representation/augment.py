@@ -36,6 +36,9 @@ def cube_rotations() -> list[Rotation]:
 
 _ROTATIONS = cube_rotations()
 
+# rotations the UNet's predictions are averaged over at inference (icsg.generation.pipeline.segment_maps)
+TTA_ROTATIONS = 4
+
 
 def rotate_map(volume: np.ndarray, rot: Rotation) -> np.ndarray:
     """Rotate a (n, n, n) or (n, n, n, C) array; trailing channel axes are kept."""
@@ -44,6 +47,14 @@ def rotate_map(volume: np.ndarray, rot: Rotation) -> np.ndarray:
     out = volume.transpose(axes)
     flip_axes = tuple(i for i, f in enumerate(rot.flips) if f)
     return np.flip(out, axis=flip_axes) if flip_axes else out
+
+
+def unrotate_map(volume: np.ndarray, rot: Rotation) -> np.ndarray:
+    """Inverse of ``rotate_map``: a map predicted in the rotated frame, back in the original one."""
+    volume = np.asarray(volume)
+    flip_axes = tuple(i for i, f in enumerate(rot.flips) if f)
+    out = np.flip(volume, axis=flip_axes) if flip_axes else volume
+    return out.transpose(list(np.argsort(rot.perm)) + list(range(3, volume.ndim)))
 
 
 def rotate_lengths(abc: np.ndarray, rot: Rotation) -> np.ndarray:
