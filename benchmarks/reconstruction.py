@@ -105,6 +105,7 @@ def render(res: dict) -> str:
              f"../shared/data/perov_5/val.csv.gz`. n = {res['n']}, decoded {res['n_decoded']}, "
              f"{res['seconds_per_crystal'] * 1000:.0f} ms per crystal end to end on this machine (encode, VAE, "
              "UNet on true and decoded maps, segmentation, metrics).", "",
+             f"UNet averaged over {res.get('tta_rotations', 1)} exact rotation(s) of the box (`--tta`). "
              f"Site species: `{res.get('species_from', 'unet')}` (`fit` = the eq.-1 profile fit of "
              "icsg/segmentation/species_fit.py; `unet` = the paper's vote). The column *UNet on true M* runs the "
              "same UNet + segmentation on the true maps (no VAE): the segmenter's share of the error. The column "

@@ -44,7 +44,10 @@ icsg train-vae runs/data/perov5_train --out runs/vae6 --unet weights --init-weig
 
 # 3d. session 4: the density error taken between asinh(10·M) and asinh(10·M') (--density-asinh 10): with a plain
 #     MSE the light anions, ~2 % of a heavy cation's peak, were left out of the decoded maps. Warm-started from
-#     the session-3 shipped VAE (= runs/vae6 after step 5), learning rate 5e-4.
+#     the session-3 shipped VAE (runs/vae6 shipped with recalibrated BatchNorm), learning rate 5e-4. Interrupted
+#     after 14 epochs by the end of session 4 and continued in session 5 with the same command plus --resume;
+#     stopped by hand (not converged).
+icsg ship-weights runs/vae6 --name vae --recalibrate runs/data/perov5_train
 icsg train-vae runs/data/perov5_train --out runs/vae7 --unet weights --init-weights weights/vae.weights.h5 \
     --alpha 0.01 --beta 1e-5 --coord-weight 1 --density-asinh 10 --batch 16 --lr 5e-4 --steps-per-epoch 100 \
     --epochs 60 --patience 10 --val-limit 128

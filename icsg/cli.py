@@ -153,8 +153,9 @@ def _extra_commands():
     from icsg.models.imatgen_train import register_cli as imatgen
     from icsg.models.ccdcgan import register_cli as ccdcgan
     from icsg.generation.validate import register_cli as validate
+    from icsg.data.decoded import register_cli as decoded
 
-    return [generate, validate, unet_vae, cgcnn, predict, ship, imatgen, ccdcgan]
+    return [generate, validate, unet_vae, decoded, cgcnn, predict, ship, imatgen, ccdcgan]
 
 
 def main(argv: list[str] | None = None) -> int:

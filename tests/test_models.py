@@ -204,3 +204,46 @@ def test_batchnorm_recalibration_matches_batch_statistics():
     assert recalibrate(model, [x]) == 1
     after = model.predict(x, verbose=0)
     assert np.allclose(after, train_mode, atol=1e-3)
+
+
+def test_decoded_dataset_holds_vae_reconstructions_with_true_labels(tmp_path, perovskite, rocksalt):
+    import pandas as pd
+
+    from icsg.data.dataset import PrepareConfig, VoxelDataset, load_arrays, load_manifest, prepare
+    from icsg.data.decoded import decode_dataset, decode_maps
+    from icsg.data.sources import iter_source
+
+    rows = []
+    for i in range(6):
+        s = (perovskite if i % 2 else rocksalt).copy()
+        s.scale_lattice(s.volume * (1 + 0.02 * i))
+        rows.append({"material_id": f"m{i}", "cif": s.to(fmt="cif"), "e": float(i) if i != 3 else float("nan")})
+    pd.DataFrame(rows).to_csv(tmp_path / "d.csv", index=False)
+    ds = tmp_path / "ds"
+    spec = GridSpec(size=16)
+    prepare(list(iter_source(str(tmp_path / "d.csv"))), ds, spec,
+            cfg=PrepareConfig(property="e", val_fraction=0.3, shard_size=4), workers=1, progress=False)
+    man = load_manifest(ds)
+    keras.utils.set_random_seed(0)
+    vae = build_vae(VAEConfig(grid_size=16, latent_dim=8, filters=(4, 8), n_cond=10))
+    meta = {"grid": man["grid"], "condition": man["condition"]}
+    out = decode_dataset(ds, tmp_path / "dec", vae, meta, progress=False)
+    assert [m["file"] for m in out["shards"]] == ["decoded_00000.npz", "decoded_00001.npz",
+                                                   "shard_00000.npz", "shard_00001.npz"]
+    true, dec = load_arrays(ds), load_arrays(tmp_path / "dec")
+    n = len(true["ids"])
+    assert len(dec["ids"]) == 2 * n
+    for key in ("species", "abc_A", "ids", "split"):
+        assert np.array_equal(dec[key][:n], true[key]) and np.array_equal(dec[key][n:], true[key])
+    assert np.array_equal(dec["density"][n:], true["density"])
+    expect = decode_maps(vae, true["density"], true["abc_A"], true["prop"], man["condition"], spec)
+    assert np.allclose(dec["density"][:n], expect, atol=1e-6)
+    assert not np.allclose(dec["density"][:n], true["density"], atol=1e-3)  # an untrained VAE does not copy
+    # a rerun skips the shards on disk; the UNet dataset reads the result
+    stamp = (tmp_path / "dec" / "shards" / "decoded_00000.npz").stat().st_mtime_ns
+    decode_dataset(ds, tmp_path / "dec", vae, meta, progress=False)
+    assert (tmp_path / "dec" / "shards" / "decoded_00000.npz").stat().st_mtime_ns == stamp
+    x, y = VoxelDataset(tmp_path / "dec", "train", task="unet", batch_size=2)[0]
+    assert x.shape == (2, 16, 16, 16, 1) and y["species"].shape == (2, 16, 16, 16)
+    with pytest.raises(ValueError, match="grid"):
+        decode_dataset(ds, tmp_path / "dec2", vae, {**meta, "grid": GridSpec(size=32).to_dict()}, progress=False)

@@ -59,9 +59,9 @@ def segment_maps(unet, density: np.ndarray, elements_Z: list[int], batch_size: i
     With ``rotations`` > 1 the UNet sees each map in that many of the 24 exact cube
     rotations (identity first) and its species and occupancy probabilities are rotated
     back and averaged (test-time augmentation). A crystal's labels are equivariant
-    under these rotations, the UNet's errors are not; on 60 perov_5 validation maps the
-    average over 24 raised the UNet + segmentation match from 0.67 to 0.78 and halved the
-    site EMD (0.156 -> 0.077 Å) at 24x the UNet's inference cost (see benchmarks/RESULTS.md).
+    under these rotations, the UNet's errors are not; on 200 true perov_5 validation maps
+    4 rotations raised the UNet + segmentation match from 0.64 to 0.75 and cut the site EMD
+    from 0.144 to 0.092 Å at 4x the UNet's cost (``python benchmarks/tta.py``, RESULTS.md).
     """
     if not 1 <= rotations <= 24:
         raise ValueError(f"rotations must be between 1 and 24, got {rotations}")
