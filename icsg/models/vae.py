@@ -42,7 +42,7 @@ class VAEConfig:
     coord_weight: float = 1.0  # weight of the 3 coordinate channels in the MSE (1 = paper; >1 starves the density)
     # k > 0: the density channel's error is taken between asinh(k·M) and asinh(k·M') instead of M and M'
     # (0 = paper). Light anions are broad shoulders ~2 % of a heavy cation's peak; a plain MSE lets the
-    # decoder leave them out (see DensityLoss in the module docstring).
+    # decoder leave them out (see 'Density loss' in the module docstring).
     density_asinh_k: float = 0.0
 
     def to_dict(self) -> dict:
