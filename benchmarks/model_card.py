@@ -79,7 +79,10 @@ def main() -> int:
               "weights --out runs/data/perov5_decoded`, then `icsg train-unet runs/data/perov5_decoded --out "
               "runs/unet4 --crop 16 --batch 16 --steps-per-epoch 200 --lr 5e-4 --init-weights "
               "weights/unet.weights.h5 --occupancy-weight 3 --epochs 100 --patience 10 --val-limit 128`, 16 "
-              "epochs): on 128 perov_5 validation crystals its decoded-map reconstruction was no better (species "
+              "epochs; measured with `icsg ship-weights runs/unet4 --name unet --to W --recalibrate "
+              "runs/data/perov5_decoded` into a copy W of weights/, then `icsg reconstruct "
+              "../shared/data/perov_5/val.csv.gz --limit 128 --weights W`): on 128 perov_5 validation crystals its "
+              "decoded-map reconstruction was no better (species "
               "0.33 vs 0.37, abs dn 1.13 vs 0.95, site EMD 0.348 vs 0.344 Å) and its true-map match fell from "
               "0.69 to 0.61.",
               "Continue either model on any machine with `--init-weights weights/NAME.weights.h5`.", ""]

@@ -56,6 +56,14 @@ def property_bin(values, edges: np.ndarray) -> np.ndarray:
     return np.searchsorted(np.asarray(edges), np.asarray(values, dtype=float), side="right")
 
 
+def condition_onehot(values, condition: dict) -> np.ndarray:
+    """(k, n_bins) one-hot property bins; a missing value (NaN) gets the middle bin."""
+    edges = np.asarray(condition["edges"])
+    vals = np.asarray(values, dtype=float)
+    vals = np.where(np.isfinite(vals), vals, np.median(edges))
+    return np.eye(condition["n_bins"], dtype=np.float32)[property_bin(vals, edges)]
+
+
 @dataclass(frozen=True)
 class PrepareConfig:
     """Args:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from icsg.data.dataset import MANIFEST, load_manifest, property_bin
+from icsg.data.dataset import MANIFEST, condition_onehot, load_manifest
 from icsg.grid import GridSpec
 from icsg.io import atomic_save_npz, atomic_write_json
 from icsg.representation.density import coordinate_grid
@@ -34,9 +34,7 @@ def decode_maps(vae, density: np.ndarray, abc_A: np.ndarray, prop: np.ndarray, c
 
     Crystals without a property value get the middle bin (as ``icsg reconstruct`` does).
     """
-    edges = np.asarray(condition["edges"])
-    vals = np.where(np.isfinite(prop), prop, np.median(edges))
-    onehot = np.eye(condition["n_bins"], dtype=np.float32)[property_bin(vals, edges)]
+    onehot = condition_onehot(prop, condition)
     out = np.empty_like(density, dtype=np.float32)
     for i in range(0, len(density), batch_size):
         sl = slice(i, i + batch_size)

@@ -19,7 +19,7 @@ import time
 
 import numpy as np
 
-from icsg.data.dataset import property_bin
+from icsg.data.dataset import condition_onehot
 from icsg.data.filters import FilterConfig, standardise
 from icsg.data.sources import Record
 from icsg.errors import CrystalError
@@ -44,7 +44,6 @@ def reconstruct(records: list[Record], vae, vae_meta: dict, unet, unet_meta: dic
     seg = segmentation_for(unet_meta["elements_Z"], species_from)
     cond_info = vae_meta["condition"]
     prop = cond_info["property"]
-    edges = np.array(cond_info["edges"])
     t0 = time.perf_counter()
     failures, accepted = [], []
     for r in records:
@@ -63,9 +62,7 @@ def reconstruct(records: list[Record], vae, vae_meta: dict, unet, unet_meta: dic
     for i in range(0, len(accepted), batch_size):
         chunk = accepted[i:i + batch_size]
         x = np.stack([np.concatenate([e.density[..., None], e.coords], -1) for _, _, e in chunk]).astype(np.float32)
-        vals = [r.properties.get(prop, np.nan) for r, _, _ in chunk]
-        vals = [v if np.isfinite(v) else np.median(edges) for v in vals]  # unknown property: middle bin
-        cond = np.eye(cond_info["n_bins"], dtype=np.float32)[property_bin(vals, edges)]
+        cond = condition_onehot([r.properties.get(prop, np.nan) for r, _, _ in chunk], cond_info)
         mu, _ = vae.encoder.predict([x, cond], verbose=0)
         recon = np.asarray(vae.decoder.predict([mu, cond], verbose=0))
         sq_err.extend(np.mean((recon - x) ** 2, axis=(1, 2, 3, 4)).tolist())
@@ -83,14 +80,15 @@ def reconstruct(records: list[Record], vae, vae_meta: dict, unet, unet_meta: dic
                 pairs_true.append(compare(s, pred))
             else:
                 fails_true.append({"id": r.id, "reason": "decode_failed", "detail": why})
+        species, occ = segment_maps(unet, recon[..., 0], unet_meta["elements_Z"], batch_size, rotations)
+        # the true regions, but species as the pipeline reads them from the decoded map (never the true labels)
         true_occ = np.stack([e.occupancy for _, _, e in chunk]).astype(np.float32)
         for (r, s, _), (pred, why) in zip(chunk, batch_to_structures(
-                DecodedBatch(recon[..., 0], recon[..., 1:], true_s, true_occ), spec, seg, workers=workers)):
+                DecodedBatch(recon[..., 0], recon[..., 1:], species, true_occ), spec, seg, workers=workers)):
             if pred is not None:
                 pairs_occ.append(compare(s, pred))
             else:
                 fails_occ.append({"id": r.id, "reason": "decode_failed", "detail": why})
-        species, occ = segment_maps(unet, recon[..., 0], unet_meta["elements_Z"], batch_size, rotations)
         h, t = _recall(species, true_s)
         hits_d, total_d = hits_d + h, total_d + t
         decoded = batch_to_structures(DecodedBatch(recon[..., 0], recon[..., 1:], species, occ), spec, seg,
