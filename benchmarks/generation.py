@@ -37,6 +37,9 @@ def main(argv=None) -> int:
     ap.add_argument("--per-decile", type=int, default=None, help="random samples per decile (default 100, quick 10)")
     ap.add_argument("--bases", type=int, default=None, help="base compounds for 'around' (default 10, quick 3)")
     ap.add_argument("--per-base", type=int, default=None, help="samples around each base (default 100, quick 10)")
+    ap.add_argument("--standard-per-decile", type=int, default=None,
+                    help="random samples per decile under the paper's N(0, I) prior, for comparison "
+                         "(default: a third of --per-decile)")
     ap.add_argument("--weights", default=str(HERE.parent / "weights"))
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args(argv)
@@ -75,6 +78,14 @@ def main(argv=None) -> int:
     medians = [b["median"] for b in per_bin if b["median"] is not None]
     monotone = bool(np.all(np.diff(medians) > 0)) if len(medians) == gen.n_bins else False
 
+    # the same random sampling under the paper's N(0, I) prior (the generator above uses the fitted prior)
+    per_std = a.standard_per_decile or max(1, per_decile // 3)
+    gen_std = Generator(a.weights, seed=a.seed, batch_size=32, prior="standard", predict=False)
+    t0 = time.perf_counter()
+    std = pd.concat([gen_std.sample(per_std, condition=k) for k in range(gen.n_bins)], ignore_index=True)
+    t_std = time.perf_counter() - t0
+    del gen_std
+
     # targeted sampling around base compounds of the validation split
     bases = [r for r in iter_source(str(DATA / "val.csv.gz"), limit=400) if r.structure is not None]
     rng = np.random.default_rng(a.seed)
@@ -96,7 +107,8 @@ def main(argv=None) -> int:
     res = {
         "command": "python benchmarks/generation.py" + (" --quick" if a.quick else "")
                    + "".join(f" --{k.replace('_', '-')} {v}" for k, v in (("per_decile", a.per_decile),
-                                                                        ("bases", a.bases), ("per_base", a.per_base))
+                                                                        ("bases", a.bases), ("per_base", a.per_base),
+                                                                        ("standard_per_decile", a.standard_per_decile))
                              if v),
         "condition_property": prop,
         "random": {"n": len(rnd), "validity": float(rnd["valid"].mean()),
@@ -107,6 +119,12 @@ def main(argv=None) -> int:
                    "per_decile": per_bin, "spearman_decile_vs_predicted": float(rho.statistic),
                    "spearman_p": float(rho.pvalue), "median_monotonic": monotone,
                    "seconds": t_rnd, "crystals_per_s": len(rnd) / t_rnd, **_content(rnd)},
+        "random_standard_prior": {"n": len(std), "validity": float(std["valid"].mean()),
+                                  "decoded": float(std["structure"].notna().mean()),
+                                  "charge_neutral": float(std["charge_neutral"].mean()),
+                                  "crystals_per_s": len(std) / t_std, **_content(std)},
+        "prior": ({"kind": "fitted", "maps": gen.latent_prior.n_maps, "bins": gen.latent_prior.n_bins}
+                  if gen.latent_prior is not None else {"kind": "standard"}),
         "around": {"n": len(tgt), "bases": [r.id for r in chosen], "validity": float(tgt["valid"].mean()),
                    "funnel": funnel_tgt, "seconds": t_tgt, "crystals_per_s": len(tgt) / t_tgt, **_content(tgt)},
         "training_set_load_seconds": t_train,
@@ -154,8 +172,15 @@ def _forms(mode: dict) -> str:
     return ", ".join(f"{k} ({v})" for k, v in mode["top_formulas"].items())
 
 
+def _prior_label(prior: dict) -> str:
+    if prior.get("kind") != "fitted":
+        return "N(0, I)"
+    return (f"the fitted prior ({prior['bins']} Gaussians, one per property bin, over the codes of "
+            f"{prior['maps']} training maps; weights/vae_prior.npz)")
+
+
 def render(res: dict) -> str:
-    r, t = res["random"], res["around"]
+    r, t, sd = res["random"], res["around"], res.get("random_standard_prior")
     lines = ["## Generation (shipped weights)", "",
              f"Command: `{res['command']}` (results/generation.json, plot results/generation_deciles.png). "
              f"Condition: deciles of `{res['condition_property']}` (perov_5 training split). Properties are CGCNN "
@@ -163,11 +188,14 @@ def render(res: dict) -> str:
              "perov_5 training split.", "",
              "| mode | n | validity (distances > 0.5 Å) | mean sites | most common formulas | crystals/s | "
              "paper validity |", "|---|---|---|---|---|---|---|",
-             f"| random, 10 deciles | {r['n']} | {r['validity']:.3f} | {r['mean_sites']:.2f} | {_forms(r)} | "
-             f"{r['crystals_per_s']:.1f} | 0.76 |",
-             f"| around {len(t['bases'])} perov_5 val bases, σ² = 0.5 | {t['n']} | {t['validity']:.3f} | "
-             f"{t['mean_sites']:.2f} | {_forms(t)} | {t['crystals_per_s']:.1f} | 0.89 |",
-             "", "Filter funnel (paper Table 2 order):", "", "| stage | random | around bases |", "|---|---|---|"]
+             f"| random, 10 deciles, z from {_prior_label(res.get('prior', {}))} | {r['n']} | "
+             f"{r['validity']:.3f} | {r['mean_sites']:.2f} | {_forms(r)} | {r['crystals_per_s']:.1f} | 0.76 |"]
+    if sd:
+        lines.append(f"| random, 10 deciles, z ~ N(0, I) (paper) | {sd['n']} | {sd['validity']:.3f} | "
+                     f"{sd['mean_sites']:.2f} | {_forms(sd)} | {sd['crystals_per_s']:.1f} | 0.76 |")
+    lines += [f"| around {len(t['bases'])} perov_5 val bases, σ² = 0.5 | {t['n']} | {t['validity']:.3f} | "
+              f"{t['mean_sites']:.2f} | {_forms(t)} | {t['crystals_per_s']:.1f} | 0.89 |",
+              "", "Filter funnel (paper Table 2 order):", "", "| stage | random | around bases |", "|---|---|---|"]
     keys = list(dict.fromkeys(list(r["funnel"]) + list(t["funnel"])))
     for k in keys:
         lines.append(f"| {k} | {r['funnel'].get(k, '-')} | {t['funnel'].get(k, '-')} |")
@@ -179,8 +207,9 @@ def render(res: dict) -> str:
         med = "-" if b["median"] is None else f"{b['median']:.3f}"
         iqr = "-" if b["q25"] is None else f"{b['q25']:.3f} – {b['q75']:.3f}"
         lines.append(f"| {b['decile']} | {b['bin_low']:.3f} – {b['bin_high']:.3f} | {b['n_valid']} | {med} | {iqr} |")
-    lines += ["", f"Novel among valid random samples: {r['novel_of_valid']}; charge-neutral (pymatgen oxidation-state "
-              f"guess) among all random samples: {r['charge_neutral']:.3f}. Peak RSS {res['peak_rss_MiB']:.0f} MiB.",
+    lines += ["", f"Novel among valid random samples: {r['novel_of_valid']:.3f}; charge-neutral (pymatgen "
+              f"oxidation-state guess) among all random samples: {r['charge_neutral']:.3f}. "
+              f"Peak RSS {res['peak_rss_MiB']:.0f} MiB.",
               "", "![deciles](results/generation_deciles.png)", ""]
     return "\n".join(lines)
 

@@ -85,6 +85,14 @@ def main() -> int:
               "decoded-map reconstruction was no better (species "
               "0.33 vs 0.37, abs dn 1.13 vs 0.95, site EMD 0.348 vs 0.344 Å) and its true-map match fell from "
               "0.69 to 0.61.",
+              "8. Sixth session: runs/vae7 continued with the same command plus `--resume` (37 epochs in all, best "
+              "34) and shipped with step 4. The latent prior of random generation was then fitted with `icsg "
+              "fit-latent-prior runs/data/perov5_train`: the posterior means of 8,192 training maps, one "
+              "N(mean, Ledoit-Wolf Σ) per property bin, in `weights/vae_prior.npz` (step 4 with `--recalibrate` now "
+              "does this too). The UNet fine-tuned on decoded maps (runs/unet4, step 7) was measured again with "
+              "the new species reading, which uses the UNet's class probabilities (same commands as in step 7): "
+              "on 128 validation crystals species 0.543 vs 0.562 for the shipped UNet, site EMD 0.240 vs 0.225 Å, "
+              "abs dn 0.87 vs 0.79, true-map match 0.61 vs 0.69; the UNet stays unchanged.",
               "Continue either model on any machine with `--init-weights weights/NAME.weights.h5`.", ""]
     for name, title in (("unet", "3-D UNet segmenter"), ("vae", "Cond-DFC-VAE")):
         meta = _load(W / f"{name}.json")
@@ -115,7 +123,12 @@ def main() -> int:
                       f"({meta.get('warm_start_note', '').split('(')[-1].rstrip(')')})"
                       if meta.get("warm_start_seconds") else ""),
                   f"- last epoch metrics: `{json.dumps({k: round(v, 4) for k, v in logs.items()})}`",
-                  f"- sha256: `{sha256(W / f'{name}.weights.h5')}`", ""]
+                  f"- sha256: `{sha256(W / f'{name}.weights.h5')}`",
+                  (f"- latent prior (random generation): `weights/{meta['latent_prior']['file']}`, fitted to the "
+                   f"posterior means of {meta['latent_prior']['maps']} maps of `{meta['latent_prior']['data']}` "
+                   f"(per-dimension std {meta['latent_prior']['mean_std']:.3f}), sha256 "
+                   f"`{sha256(W / meta['latent_prior']['file'])}`") if name == "vae" and meta.get("latent_prior")
+                  else None, ""]
     lines += ["## CGCNN property models (`weights/cgcnn_*.pt`)", "",
               "Commands: `icsg train-cgcnn --property all --out runs/cgcnn --ship weights` (defaults: 100 epochs, "
               "patience 15) trained formation energy and energy per atom; it was restarted with `--epochs 30 "

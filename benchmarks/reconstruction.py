@@ -107,8 +107,11 @@ def render(res: dict) -> str:
              "UNet on true and decoded maps, segmentation, metrics).", "",
              f"UNet averaged over {res.get('tta_rotations', 1)} exact rotation(s) of the box (`--tta`). "
              f"Site species: `{res.get('species_from', 'unet')}` (`fit` = the eq.-1 profile fit of "
-             "icsg/segmentation/species_fit.py; `unet` = the paper's vote). The column *UNet on true M* runs the "
-             "same UNet + segmentation on the true maps (no VAE): the segmenter's share of the error. The column "
+             "icsg/segmentation/species_fit.py, on decoded maps combined with the UNet's class probabilities and "
+             "with the sites left at their region centroids, on true maps the density alone with refined sites: "
+             "`segmentation_for` and the species_reading section; `unet` = the paper's vote). The column *UNet on "
+             "true M* runs the UNet + segmentation on the true maps (no VAE): the segmenter's share of the error. "
+             "The column "
              "*decoded M', true S_B* segments the decoded maps with the encoder's own occupancy mask instead of the "
              "UNet's: what the decoded density and coordinates support when the regions are right (the VAE's "
              "share).", "",

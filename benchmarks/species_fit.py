@@ -40,7 +40,7 @@ def main(argv=None) -> int:
     ap.add_argument("--weights", default=str(HERE.parent / "weights"))
     a = ap.parse_args(argv)
     elements = json.loads((Path(a.weights) / "unet.json").read_text())["elements_Z"]
-    seg = segmentation_for(elements, "fit")
+    seg = segmentation_for(elements, "fit", maps="true")
     spec = GridSpec()
     pairs, failures = [], []
     t0 = time.perf_counter()

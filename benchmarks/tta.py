@@ -47,7 +47,7 @@ def main(argv=None) -> int:
         return 2
     unet, um = load_unet(a.weights)
     spec = GridSpec.from_dict(um["grid"])
-    seg = segmentation_for(um["elements_Z"], "fit")
+    seg = segmentation_for(um["elements_Z"], "fit", maps="true")
     recs = [r for r in iter_source(str(DATA / "val.csv.gz"), limit=a.limit) if r.structure is not None]
     structs = [standardise(r.structure, r.id) for r in recs]
     encs = [encode(s, spec, item=r.id) for s, r in zip(structs, recs)]

@@ -45,8 +45,8 @@ icsg train-vae runs/data/perov5_train --out runs/vae6 --unet weights --init-weig
 # 3d. session 4: the density error taken between asinh(10·M) and asinh(10·M') (--density-asinh 10): with a plain
 #     MSE the light anions, ~2 % of a heavy cation's peak, were left out of the decoded maps. Warm-started from
 #     the session-3 shipped VAE (runs/vae6 shipped with recalibrated BatchNorm), learning rate 5e-4. Interrupted
-#     after 14 epochs by the end of session 4 and continued in session 5 with the same command plus --resume;
-#     stopped by hand (not converged).
+#     after 14 epochs by the end of session 4 and continued in sessions 5 and 6 with the same command plus
+#     --resume; stopped by hand (not converged; 37 epochs, best 34).
 icsg ship-weights runs/vae6 --name vae --recalibrate runs/data/perov5_train
 icsg train-vae runs/data/perov5_train --out runs/vae7 --unet weights --init-weights weights/vae.weights.h5 \
     --alpha 0.01 --beta 1e-5 --coord-weight 1 --density-asinh 10 --batch 16 --lr 5e-4 --steps-per-epoch 100 \
@@ -64,7 +64,8 @@ icsg train-imatgen "$DATA/perov_5/train.csv.gz" --val "$DATA/perov_5/val.csv.gz"
     --limit 6000 --val-limit 1000 --epochs-ae 6 --steps-per-epoch 250 --epochs-vae 300 --beta 1e-4 --ship weights
 icsg train-ccdcgan --imatgen runs/imatgen --out runs/ccdcgan --steps 4000 --ship weights
 
-# 5. ship the Keras models and write the model card
+# 5. ship the Keras models and write the model card; shipping the VAE with --recalibrate also fits the
+#    latent prior of random generation (weights/vae_prior.npz; alone: icsg fit-latent-prior runs/data/perov5_train)
 icsg ship-weights runs/unet2 --name unet --recalibrate runs/data/perov5_train
 icsg ship-weights runs/vae7 --name vae --recalibrate runs/data/perov5_train
 python benchmarks/model_card.py

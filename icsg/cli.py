@@ -154,8 +154,9 @@ def _extra_commands():
     from icsg.models.ccdcgan import register_cli as ccdcgan
     from icsg.generation.validate import register_cli as validate
     from icsg.data.decoded import register_cli as decoded
+    from icsg.generation.latent_prior import register_cli as latent_prior
 
-    return [generate, validate, unet_vae, decoded, cgcnn, predict, ship, imatgen, ccdcgan]
+    return [generate, validate, unet_vae, decoded, cgcnn, predict, ship, latent_prior, imatgen, ccdcgan]
 
 
 def main(argv: list[str] | None = None) -> int:

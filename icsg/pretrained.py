@@ -105,7 +105,9 @@ def ship_run(run: str | os.PathLike, name: str, weights_dir: str | os.PathLike =
     """Copy a Keras training run's best weights and description to ``weights_dir/NAME.*`` (atomically).
 
     With ``recalibrate_data`` (a prepared dataset), the BatchNorm statistics are first
-    recomputed on ``n_recalibrate`` whole training maps (``icsg.models.batchnorm``).
+    recomputed on ``n_recalibrate`` whole training maps (``icsg.models.batchnorm``), and for
+    the VAE the latent prior of random generation is fitted on the same data
+    (``icsg.generation.latent_prior``, written to ``weights_dir/vae_prior.npz``).
     """
     import numpy as np
 
@@ -151,6 +153,11 @@ def ship_run(run: str | os.PathLike, name: str, weights_dir: str | os.PathLike =
                                                        "last_logs", "wall_seconds")}
     dest = Path(weights_dir) / f"{name}.weights.h5"
     atomic_copy(w, dest)
+    if name == "vae" and recalibrate_data is not None:
+        # random generation samples the aggregate posterior of these weights (icsg.generation.latent_prior)
+        from icsg.generation.latent_prior import write_prior_for
+
+        write_prior_for(model, meta, weights_dir, recalibrate_data, seed=seed)
     meta["sha256"] = sha256(dest)
     meta["source_run"] = str(run)
     atomic_write_json(Path(weights_dir) / f"{name}.json", meta)

@@ -8,7 +8,8 @@ import pytest
 from icsg.cli import main
 from icsg.pretrained import WEIGHTS_DIR
 
-NEEDED = ["unet.weights.h5", "unet.json", "vae.weights.h5", "vae.json", "cgcnn_heat_ref.pt", "cgcnn_band_gap.pt"]
+NEEDED = ["unet.weights.h5", "unet.json", "vae.weights.h5", "vae.json", "vae_prior.npz", "cgcnn_heat_ref.pt",
+          "cgcnn_band_gap.pt"]
 
 
 @pytest.fixture(scope="module")
@@ -43,6 +44,23 @@ def test_generator_bad_arguments(generator):
         generator.sample(2, target=1e6)
     with pytest.raises(ValueError, match="n must be a positive integer"):
         generator.sample(0)
+    with pytest.raises(ValueError, match="prior must be one of"):
+        type(generator)(prior="uniform")
+
+
+def test_random_samples_come_from_the_fitted_prior(generator):
+    from icsg.generation.latent_prior import load_latent_prior
+    from icsg.pretrained import read_description, sha256
+
+    prior = generator.latent_prior
+    assert prior is not None and prior.mean.shape == (generator.n_bins, generator.latent_dim)
+    meta = read_description(WEIGHTS_DIR / "vae.json", "")
+    assert meta["latent_prior"]["sha256"] == sha256(WEIGHTS_DIR / "vae_prior.npz")  # the prior of these weights
+    rng_state = generator.rng.bit_generator.state
+    z = np.stack(generator.sample(2, condition=5)["z"].to_list())
+    generator.rng.bit_generator.state = rng_state
+    expect = load_latent_prior(WEIGHTS_DIR / "vae_prior.npz").sample(2, generator.rng, condition=5)
+    assert np.allclose(z, expect, atol=1e-6)
 
 
 def test_generate_cli_writes_outputs(generator, tmp_path):
@@ -54,6 +72,10 @@ def test_generate_cli_writes_outputs(generator, tmp_path):
     assert len(table) == 6 and "heat_ref" in table.columns
     assert len(list(out.glob("*.cif"))) == summary["cif_files"]
     assert (out / "density_slices.png").stat().st_size > 0
+    assert summary["prior"] == "fitted (temperature 1.0)"
+    out2 = tmp_path / "gen_standard"
+    assert main(["generate", "--n", "2", "--prior", "standard", "--out", str(out2), "--no-novelty"]) == 0
+    assert json.loads((out2 / "summary.json").read_text())["prior"] == "standard (temperature 1.0)"
 
 
 @pytest.mark.parametrize("args,message", [

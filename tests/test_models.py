@@ -151,22 +151,10 @@ def test_models_on_each_backend(backend):
     assert f"ok {backend}" in r.stdout
 
 
-def test_training_command_checkpoints_and_resumes(tmp_path, perovskite, rocksalt):
-    import pandas as pd
-
-    from icsg.data.dataset import PrepareConfig, prepare
-    from icsg.data.sources import iter_source
+def test_training_command_checkpoints_and_resumes(tmp_path, tiny_dataset):
     from icsg.models.train import TrainConfig, train_unet
 
-    rows = []
-    for i in range(8):
-        s = (perovskite if i % 2 else rocksalt).copy()
-        s.scale_lattice(s.volume * (1 + 0.02 * i))
-        rows.append({"material_id": f"m{i}", "cif": s.to(fmt="cif"), "e": float(i)})
-    pd.DataFrame(rows).to_csv(tmp_path / "d.csv", index=False)
-    ds = tmp_path / "ds"
-    prepare(list(iter_source(str(tmp_path / "d.csv"))), ds, GridSpec(size=16),
-            cfg=PrepareConfig(property="e", val_fraction=0.3), workers=1, progress=False)
+    ds = tiny_dataset(8)
     cfg = TrainConfig(epochs=1, batch_size=2, steps_per_epoch=2, val_limit=2)
     run = tmp_path / "run"
     train_unet(ds, run, {"base_filters": 2, "depth": 1}, cfg, verbose=0)
@@ -206,23 +194,12 @@ def test_batchnorm_recalibration_matches_batch_statistics():
     assert np.allclose(after, train_mode, atol=1e-3)
 
 
-def test_decoded_dataset_holds_vae_reconstructions_with_true_labels(tmp_path, perovskite, rocksalt):
-    import pandas as pd
-
-    from icsg.data.dataset import PrepareConfig, VoxelDataset, load_arrays, load_manifest, prepare
+def test_decoded_dataset_holds_vae_reconstructions_with_true_labels(tmp_path, tiny_dataset):
+    from icsg.data.dataset import VoxelDataset, load_arrays, load_manifest
     from icsg.data.decoded import decode_dataset, decode_maps
-    from icsg.data.sources import iter_source
 
-    rows = []
-    for i in range(6):
-        s = (perovskite if i % 2 else rocksalt).copy()
-        s.scale_lattice(s.volume * (1 + 0.02 * i))
-        rows.append({"material_id": f"m{i}", "cif": s.to(fmt="cif"), "e": float(i) if i != 3 else float("nan")})
-    pd.DataFrame(rows).to_csv(tmp_path / "d.csv", index=False)
-    ds = tmp_path / "ds"
+    ds = tiny_dataset(6, nan_at=3, shard_size=4)
     spec = GridSpec(size=16)
-    prepare(list(iter_source(str(tmp_path / "d.csv"))), ds, spec,
-            cfg=PrepareConfig(property="e", val_fraction=0.3, shard_size=4), workers=1, progress=False)
     man = load_manifest(ds)
     keras.utils.set_random_seed(0)
     vae = build_vae(VAEConfig(grid_size=16, latent_dim=8, filters=(4, 8), n_cond=10))

@@ -38,7 +38,7 @@ def test_decode_with_fit_and_occupancy_only(perovskite):
     spec = GridSpec()
     e = encode(perovskite, spec)
     blank = (e.species > 0).astype(np.int16) * 3  # species map carries no information
-    cfg = segmentation_for(CANDIDATES, "fit")
+    cfg = segmentation_for(CANDIDATES, "fit", maps="true")
     s = decode_structure(blank, e.coords, e.density, e.occupancy, spec, cfg)
     assert compare(perovskite, s).match
 
@@ -60,3 +60,46 @@ def test_refine_positions_recovers_sites_from_biased_centroids(perovskite):
     fixed = refine_positions(e.density, noisy, e.abc_A, z, spec)
     assert np.abs(noisy - cents).max() > 1.0
     assert np.abs(fixed - cents).max() < 0.35  # voxels (0.06 Å)
+
+
+def test_class_prior_weighs_in_and_is_off_at_zero(perovskite):
+    from icsg.generation.pipeline import DecodedBatch, batch_to_structures
+    from icsg.segmentation.species_fit import site_class_log_probs
+
+    spec = GridSpec()
+    e = encode(perovskite, spec)
+    z_true, cents = find_sites(e.species, e.density)
+    classes = np.array((0,) + CANDIDATES)
+    # a segmenter sure that every site is Ba (56)
+    probs = np.full(e.density.shape + (len(classes),), 0.01 / (len(classes) - 1), dtype=np.float32)
+    probs[..., list(classes).index(56)] = 0.99
+    lp = site_class_log_probs(probs, cents)
+    assert lp.shape == (len(cents), len(classes))
+    assert np.allclose(lp[:, list(classes).index(56)], np.log(0.99), atol=1e-6)
+    fit = dict(log_prior=lp, prior_classes_Z=classes)
+    assert fit_species(e.density, cents, e.abc_A, CANDIDATES, spec, prior_weight=0.0, **fit).tolist() \
+        == z_true.tolist()
+    assert set(fit_species(e.density, cents, e.abc_A, CANDIDATES, spec, prior_weight=1e6, **fit).tolist()) == {56}
+    with pytest.raises(ValueError, match="log_prior has shape"):
+        fit_species(e.density, cents, e.abc_A, CANDIDATES, spec, prior_weight=1.0, log_prior=lp[:, :3],
+                    prior_classes_Z=classes)
+    # through the batch pipeline: the decoded-map settings read the prior, the true-map settings do not
+    batch = DecodedBatch(e.density[None], e.coords[None], e.species[None], e.occupancy[None].astype(np.float32),
+                         probs[None], classes)
+    (on_true, _), = batch_to_structures(batch, spec, segmentation_for(CANDIDATES, "fit", maps="true"))
+    assert compare(perovskite, on_true).match
+    strong = SegmentationConfig(**{**segmentation_for(CANDIDATES, "fit").__dict__, "prior_weight": 1e6})
+    (swayed, _), = batch_to_structures(batch, spec, strong)
+    assert {str(sp) for sp in swayed.species} == {"Ba"}
+    with pytest.raises(ValueError, match="maps must be"):
+        segmentation_for(CANDIDATES, "fit", maps="noisy")
+
+
+def test_calibrated_class_probs_divide_out_the_training_weights():
+    from icsg.generation.pipeline import calibrated_class_probs
+
+    probs = np.array([[0.1, 0.45, 0.45, 0.0]], dtype=np.float32)  # background, A, B, an element never seen
+    occ = np.array([0.8], dtype=np.float32)
+    p = calibrated_class_probs(probs, occ, [0.0, 1.0, 3.0, 0.0])
+    assert np.allclose(p, [[0.2, 0.6, 0.2, 0.0]], atol=1e-6)  # B was weighted 3x in training: a third as likely
+    assert np.allclose(p.sum(-1), 1.0, atol=1e-6)

@@ -16,6 +16,7 @@ decoded density alone supports (sites, species, cell) when the regions are right
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 import numpy as np
 
@@ -24,7 +25,8 @@ from icsg.data.filters import FilterConfig, standardise
 from icsg.data.sources import Record
 from icsg.errors import CrystalError
 from icsg.evaluation.metrics import compare, summarise
-from icsg.generation.pipeline import DecodedBatch, batch_to_structures, segment_maps, segmentation_for
+from icsg.generation.pipeline import (DecodedBatch, batch_to_structures, calibrated_class_probs, segmentation_for,
+                                     segmented_batch)
 from icsg.grid import GridSpec
 from icsg.representation.augment import TTA_ROTATIONS
 from icsg.representation.density import encode
@@ -35,13 +37,22 @@ def _recall(pred_z: np.ndarray, true_z: np.ndarray) -> tuple[int, int]:
     return int(np.sum(pred_z[nz] == true_z[nz])), int(nz.sum())
 
 
+def _calibrated(batch: DecodedBatch, unet_meta: dict) -> DecodedBatch:
+    """The batch with the UNet's class probabilities calibrated against its occupancy (as the generator does)."""
+    cw = unet_meta.get("class_weights")
+    if cw is None:
+        return batch
+    return replace(batch, class_probs=calibrated_class_probs(batch.class_probs, batch.occupancy, cw))
+
+
 def reconstruct(records: list[Record], vae, vae_meta: dict, unet, unet_meta: dict, batch_size: int = 16,
                 workers: int = 1, progress: bool = True, species_from: str = "fit",
                 rotations: int = TTA_ROTATIONS) -> dict:
     from tqdm.auto import tqdm
 
     spec = GridSpec.from_dict(vae_meta["grid"])
-    seg = segmentation_for(unet_meta["elements_Z"], species_from)
+    seg = segmentation_for(unet_meta["elements_Z"], species_from, maps="decoded")
+    seg_true = segmentation_for(unet_meta["elements_Z"], species_from, maps="true")
     cond_info = vae_meta["condition"]
     prop = cond_info["property"]
     t0 = time.perf_counter()
@@ -70,29 +81,29 @@ def reconstruct(records: list[Record], vae, vae_meta: dict, unet, unet_meta: dic
         dens_sum = dens_sum + x[..., 0].astype(np.float64).sum(0)
         dens_sq = dens_sq + (x[..., 0].astype(np.float64) ** 2).sum(0)
         true_s = np.stack([e.species for _, _, e in chunk])
-        pred_true_m, occ_true_m = segment_maps(unet, x[..., 0], unet_meta["elements_Z"], batch_size, rotations)
-        h, t = _recall(pred_true_m, true_s)
+        on_true = segmented_batch(unet, x[..., 0], x[..., 1:], unet_meta["elements_Z"], batch_size, rotations)
+        h, t = _recall(on_true.species, true_s)
         hits, total = hits + h, total + t
-        # the same segmentation on the true maps: what the UNet + segmentation alone reach
-        for (r, s, _), (pred, why) in zip(chunk, batch_to_structures(
-                DecodedBatch(x[..., 0], x[..., 1:], pred_true_m, occ_true_m), spec, seg, workers=workers)):
+        # the segmentation of true maps: what the UNet + segmentation alone reach
+        for (r, s, _), (pred, why) in zip(chunk, batch_to_structures(on_true, spec, seg_true, workers=workers)):
             if pred is not None:
                 pairs_true.append(compare(s, pred))
             else:
                 fails_true.append({"id": r.id, "reason": "decode_failed", "detail": why})
-        species, occ = segment_maps(unet, recon[..., 0], unet_meta["elements_Z"], batch_size, rotations)
-        # the true regions, but species as the pipeline reads them from the decoded map (never the true labels)
+        raw = segmented_batch(unet, recon[..., 0], recon[..., 1:], unet_meta["elements_Z"], batch_size, rotations)
+        dec = _calibrated(raw, unet_meta)
+        # the true regions, but species as the pipeline reads them from the decoded map (never the true labels);
+        # the true mask also stands in for the UNet's occupancy in the "no atom" probability
         true_occ = np.stack([e.occupancy for _, _, e in chunk]).astype(np.float32)
         for (r, s, _), (pred, why) in zip(chunk, batch_to_structures(
-                DecodedBatch(recon[..., 0], recon[..., 1:], species, true_occ), spec, seg, workers=workers)):
+                _calibrated(replace(raw, occupancy=true_occ), unet_meta), spec, seg, workers=workers)):
             if pred is not None:
                 pairs_occ.append(compare(s, pred))
             else:
                 fails_occ.append({"id": r.id, "reason": "decode_failed", "detail": why})
-        h, t = _recall(species, true_s)
+        h, t = _recall(dec.species, true_s)
         hits_d, total_d = hits_d + h, total_d + t
-        decoded = batch_to_structures(DecodedBatch(recon[..., 0], recon[..., 1:], species, occ), spec, seg,
-                                      workers=workers)
+        decoded = batch_to_structures(dec, spec, seg, workers=workers)
         for (r, s, _), (pred, why) in zip(chunk, decoded):
             if pred is None:
                 failures.append({"id": r.id, "reason": "decode_failed", "detail": why})

@@ -132,12 +132,11 @@ def make_generator(model: str = "cond-dfc-vae", weights_dir: str | os.PathLike =
     """The generator called ``model`` (one of ``MODELS``), loaded from ``weights_dir``."""
     if model not in MODELS:
         raise ValueError(f"unknown model {model!r} (choose from {', '.join(MODELS)})")
-    if model == "imatgen":
-        kwargs.pop("workers", None), kwargs.pop("species_from", None), kwargs.pop("rotations", None)
-        return ImatgenGenerator(weights_dir, **kwargs)
-    if model == "ccdcgan":
-        kwargs.pop("workers", None), kwargs.pop("species_from", None), kwargs.pop("rotations", None)
-        return CCDCGANGenerator(weights_dir, **kwargs)
+    if model in ("imatgen", "ccdcgan"):
+        # options of the voxel pipeline (segmentation, UNet rotations, latent prior) do not apply
+        for key in ("workers", "species_from", "rotations", "prior", "temperature"):
+            kwargs.pop(key, None)
+        return (ImatgenGenerator if model == "imatgen" else CCDCGANGenerator)(weights_dir, **kwargs)
     from icsg.generation.generator import Generator
 
     return Generator(weights_dir, **kwargs)

@@ -87,7 +87,7 @@ def run_generate(a) -> dict:
         raise ValueError(f"--condition needs --model cond-dfc-vae ({a.model} is not property-conditioned); "
                          "--target sets the property window only")
     gen = make_generator(a.model, a.weights, seed=a.seed, batch_size=a.batch, workers=a.workers,
-                         species_from=a.species, rotations=a.tta)
+                         species_from=a.species, rotations=a.tta, prior=a.prior, temperature=a.temperature)
     prop = gen.condition_property
     base, target, mode = None, None, "random"
     if a.interpolate:
@@ -152,6 +152,7 @@ def run_generate(a) -> dict:
         "novelty_checked": training is not None, "cif_files": len(written),
         "wall_seconds": seconds, "crystals_per_second": len(df) / seconds,
         "decode_seconds": df.attrs["seconds"], "seed": a.seed,
+        "prior": (f"{a.prior} (temperature {a.temperature})" if mode == "random" and conditional else None),
         "weights": str(a.weights), "note": "properties are CGCNN predictions, not DFT",
     }
     atomic_write_json(out / "summary.json", summary)
@@ -185,6 +186,11 @@ def register_cli(sub) -> None:
     p.add_argument("--tta", type=int, default=TTA_ROTATIONS, metavar="N",
                    help=f"average the UNet over N of the 24 exact cube rotations (1 = off; default {TTA_ROTATIONS}: "
                         "fewer missed sites, N times the UNet's cost)")
+    p.add_argument("--prior", choices=("fitted", "standard"), default="fitted",
+                   help="random mode: z from the Gaussian fitted to the codes of the training crystals of the requested "
+                        "bin (fitted, default; weights/vae_prior.npz) or N(0, I) (standard, paper)")
+    p.add_argument("--temperature", type=float, default=1.0,
+                   help="random mode, fitted prior: scale of its spread (default 1)")
     p.add_argument("--weights", default=str(WEIGHTS_DIR))
     p.add_argument("--data", default=None, help="CSV to look base ids up in")
     p.add_argument("--train", default=None, help="training CSV for the novelty filter (default: the VAE's)")

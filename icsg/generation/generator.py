@@ -24,6 +24,7 @@ from icsg.data.filters import FilterConfig, standardise
 from icsg.errors import SourceError
 from icsg.generation import filters as F
 from icsg.generation.pipeline import batch_to_structures, decode_latents, segmentation_for
+from icsg.generation.latent_prior import PRIOR_FILE, PRIORS, load_latent_prior
 from icsg.generation.sampling import interpolate, sample_around, sample_prior
 from icsg.grid import GridSpec
 from icsg.pretrained import WEIGHTS_DIR, load_unet, load_vae
@@ -43,11 +44,17 @@ class Generator:
             see ``icsg.generation.pipeline.segmentation_for``.
         rotations: exact cube rotations the UNet's output is averaged over (1-24; see
             ``icsg.generation.pipeline.segment_maps``).
+        prior: where ``sample`` draws z: 'fitted' (default), the Gaussian fitted to the posterior
+            means of the training crystals of the requested property bin, stored beside the VAE
+            weights (vae_prior.npz, ``icsg.generation.latent_prior``), or 'standard', the paper's N(0, I).
+        temperature: scales the spread of the fitted prior (1 = as fitted).
     """
 
     def __init__(self, weights_dir: str | os.PathLike = WEIGHTS_DIR, vae=None, unet=None, predict: bool = True,
                  seed: int = 0, batch_size: int = 32, workers: int = 1, species_from: str = "fit",
-                 rotations: int = TTA_ROTATIONS):
+                 rotations: int = TTA_ROTATIONS, prior: str = "fitted", temperature: float = 1.0):
+        if prior not in PRIORS:
+            raise ValueError(f"prior must be one of {PRIORS}, got {prior!r}")
         self.unet, self.unet_meta = load_unet(unet or weights_dir)
         self.vae, self.vae_meta = load_vae(vae or weights_dir)
         self.spec = GridSpec.from_dict(self.vae_meta["grid"])
@@ -57,6 +64,9 @@ class Generator:
         self.rng = np.random.default_rng(seed)
         self.batch_size, self.workers, self.rotations = batch_size, workers, rotations
         self.segmentation = segmentation_for(self.unet_meta["elements_Z"], species_from)
+        self.prior_name, self.temperature = prior, float(temperature)
+        self.latent_prior = (load_latent_prior(Path(vae or weights_dir) / PRIOR_FILE, self.latent_dim)
+                             if prior == "fitted" else None)
         self.predictor = None
         if predict:
             from icsg.predict import PropertyPredictor
@@ -110,10 +120,15 @@ class Generator:
 
     # --- sampling modes -----------------------------------------------------------------
     def sample(self, n: int, condition: int | None = None, target: float | None = None) -> pd.DataFrame:
-        """n crystals with z ~ N(0, I) for one property bin (or the bin of ``target``)."""
+        """n crystals for one property bin (or the bin of ``target``), z from the generator's prior."""
         _check_n(n)
         k = self.bin_of(target) if target is not None else (self.n_bins // 2 if condition is None else condition)
-        return self.decode(sample_prior(n, self.latent_dim, self.rng), self._onehot(k, n), [k] * n)
+        cond = self._onehot(k, n)  # checks the bin first
+        if self.latent_prior is not None:
+            z = self.latent_prior.sample(n, self.rng, self.temperature, condition=k)
+        else:
+            z = sample_prior(n, self.latent_dim, self.rng)
+        return self.decode(z, cond, [k] * n)
 
     def around(self, base: Structure, n: int, variance: float = 0.5, condition: int | None = None) -> pd.DataFrame:
         """n crystals with z ~ N(μ_base, σ² I) (paper σ² = 0.5); the base's condition by default."""
@@ -135,7 +150,8 @@ class Generator:
         rows, densities = [], []
         for i in range(0, len(z), self.batch_size):
             b = decode_latents(self.vae, self.unet, z[i:i + self.batch_size], cond[i:i + self.batch_size],
-                               self.unet_meta["elements_Z"], self.batch_size, self.rotations)
+                               self.unet_meta["elements_Z"], self.batch_size, self.rotations,
+                               self.unet_meta.get("class_weights"))
             densities.append(b.density[:, :, :, self.spec.size // 2].copy())
             for s, why in batch_to_structures(b, self.spec, self.segmentation, workers=self.workers):
                 rows.append((s, why))

@@ -25,26 +25,44 @@ class DecodedBatch:
     coords: np.ndarray    # (B, n, n, n, 3) decoded C'
     species: np.ndarray   # (B, n, n, n) Z per voxel from the UNet argmax
     occupancy: np.ndarray  # (B, n, n, n) UNet occupancy probability
+    class_probs: np.ndarray | None = None  # (B, n, n, n, C) UNet species softmax, for the species prior
+    classes_Z: np.ndarray | None = None    # (C,) Z of each class (0 = background)
 
 
 SPECIES_FROM = ("fit", "unet")
 
 
-def segmentation_for(elements_Z, species_from: str = "fit") -> SegmentationConfig:
-    """Segmentation of decoded maps: UNet occupancy -> watershed sites -> species.
+MAPS = ("decoded", "true")
+# Species prior weight and position refinement of the 'fit' reading, per kind of map, chosen on perov_5
+# training crystals and checked on validation crystals by `python benchmarks/species_reading.py` (RESULTS.md).
+# A decoded map's peaks are blurred and shifted, so the matched filter pulls sites off and the heights alone
+# confuse elements; on a true map the density is exact and the UNet's probabilities only add its errors.
+_FIT_SETTINGS = {"decoded": {"prior_weight": 1.0, "refine_positions": False},
+                 "true": {"prior_weight": 0.0, "refine_positions": True}}
 
-    'fit' (default) reads each site's species from the density profile (eq. 1, exact on
-    true perov_5 maps) and splits regions by occupancy only, since the UNet's species
-    map is noisier than its occupancy; 'unet' is the paper's majority vote of the UNet
-    species map. ``python benchmarks/species_fit.py`` measures the fit alone (true occupancy);
-    ``benchmarks/reconstruction.py`` reports it behind the shipped UNet on true maps.
+
+def segmentation_for(elements_Z, species_from: str = "fit", maps: str = "decoded") -> SegmentationConfig:
+    """Segmentation of maps: UNet occupancy -> watershed sites -> species.
+
+    'fit' (default) reads each site's species from the density profile (eq. 1) and splits
+    regions by occupancy only, since the UNet's species map is noisier than its occupancy;
+    on ``maps='decoded'`` (what the VAE draws: generation, reconstruction) the fit is
+    combined with the UNet's class probabilities around each site (``calibrated_class_probs``
+    when the UNet's class weights are passed, as the generator and ``reconstruct`` do) and sites stay at their
+    region centroids, on ``maps='true'`` (encoded crystals) the density alone decides and the
+    sites move to its matched-filter maxima (``python benchmarks/species_reading.py``).
+    'unet' is the paper's majority vote of the UNet species map.
+    ``python benchmarks/species_fit.py`` measures the fit alone (true occupancy);
+    ``benchmarks/reconstruction.py`` reports the pipeline on decoded and on true maps.
     """
     if species_from not in SPECIES_FROM:
         raise ValueError(f"species_from must be one of {SPECIES_FROM}, got {species_from!r}")
+    if maps not in MAPS:
+        raise ValueError(f"maps must be one of {MAPS}, got {maps!r}")
     if species_from == "unet":
         return SegmentationConfig()
     return SegmentationConfig(species_from="fit", candidates_Z=tuple(int(z) for z in elements_Z),
-                              split_by_species=False)
+                              split_by_species=False, **_FIT_SETTINGS[maps])
 
 
 def class_to_z(elements_Z: list[int]) -> np.ndarray:
@@ -53,8 +71,8 @@ def class_to_z(elements_Z: list[int]) -> np.ndarray:
 
 
 def segment_maps(unet, density: np.ndarray, elements_Z: list[int], batch_size: int = 16,
-                 rotations: int = TTA_ROTATIONS):
-    """UNet on (B, n, n, n) maps -> (Z per voxel, occupancy probability).
+                 rotations: int = TTA_ROTATIONS, return_probs: bool = False):
+    """UNet on (B, n, n, n) maps -> (Z per voxel, occupancy probability[, species softmax (B, n, n, n, C)]).
 
     With ``rotations`` > 1 the UNet sees each map in that many of the 24 exact cube
     rotations (identity first) and its species and occupancy probabilities are rotated
@@ -73,24 +91,54 @@ def segment_maps(unet, density: np.ndarray, elements_Z: list[int], batch_size: i
         prob_s = prob_s + np.stack([unrotate_map(v, rot) for v in np.asarray(out["species"])])
         prob_o = prob_o + np.stack([unrotate_map(v[..., 0], rot) for v in np.asarray(out["occupancy"])])
     species = table[np.argmax(prob_s, axis=-1)]
+    if return_probs:
+        return species, prob_o / rotations, (prob_s / rotations).astype(np.float32)
     return species, prob_o / rotations
 
 
+def calibrated_class_probs(probs: np.ndarray, occupancy: np.ndarray, class_weights) -> np.ndarray:
+    """p(class) per voxel from the UNet's two heads, with its training class weights divided back out.
+
+    The species head was trained with cross-entropy weighted by w_c ∝ 1 / (voxel frequency of c) and
+    background weight 0, so its softmax over-rates rare elements by ~w_c and says nothing about
+    background. Bayes: p(c | atom) ∝ p_w(c) / w_c over the elements; p(c) = occ · p(c | atom) and
+    p(background) = 1 − occ from the occupancy head.
+    """
+    w = np.asarray(class_weights, dtype=np.float64)
+    inv = np.where(w > 0, 1.0 / np.where(w > 0, w, 1.0), 0.0)
+    inv[0] = 0.0
+    p = np.asarray(probs, dtype=np.float64) * inv
+    p /= np.clip(p.sum(-1, keepdims=True), 1e-12, None)
+    occ = np.clip(np.asarray(occupancy, dtype=np.float64), 0.0, 1.0)[..., None]
+    p = p * occ
+    p[..., 0] = 1.0 - occ[..., 0]
+    return p.astype(np.float32)
+
+
+def segmented_batch(unet, density: np.ndarray, coords: np.ndarray, elements_Z: list[int], batch_size: int = 16,
+                    rotations: int = TTA_ROTATIONS, class_weights=None) -> DecodedBatch:
+    """Maps and coordinate channels with the UNet's labels, occupancy and class probabilities
+    (``calibrated_class_probs`` when the UNet's training ``class_weights`` are given)."""
+    species, occ, probs = segment_maps(unet, density, elements_Z, batch_size, rotations, return_probs=True)
+    if class_weights is not None:
+        probs = calibrated_class_probs(probs, occ, class_weights)
+    return DecodedBatch(np.asarray(density), np.asarray(coords), species, occ, probs, class_to_z(elements_Z))
+
+
 def decode_latents(vae, unet, z: np.ndarray, cond: np.ndarray, elements_Z: list[int],
-                   batch_size: int = 16, rotations: int = TTA_ROTATIONS) -> DecodedBatch:
+                   batch_size: int = 16, rotations: int = TTA_ROTATIONS, class_weights=None) -> DecodedBatch:
     """Latent vectors (B, latent) + one-hot conditions (B, K) -> decoded maps and segmentations."""
     x = np.asarray(vae.decoder.predict([z.astype(np.float32), cond.astype(np.float32)],
                                        batch_size=batch_size, verbose=0))
-    species, occ = segment_maps(unet, x[..., 0], elements_Z, batch_size, rotations)
-    return DecodedBatch(x[..., 0], x[..., 1:], species, occ)
+    return segmented_batch(unet, x[..., 0], x[..., 1:], elements_Z, batch_size, rotations, class_weights)
 
 
 def _to_structure(args):
-    species, occ, dens, coords, spec, seg = args
+    species, occ, dens, coords, spec, seg, probs, classes_Z = args
     try:
         abc = lengths_from_coordinates(coords, spec)
         z, cents = find_sites(species, dens, occ, seg)
-        z, cents = assign_species(z, cents, dens, abc, spec, seg)
+        z, cents = assign_species(z, cents, dens, abc, spec, seg, probs, classes_Z)
         return sites_to_structure(z, cents, abc, spec, seg.merge_tol_A), None
     except ValueError as exc:
         return None, str(exc)
@@ -99,6 +147,7 @@ def _to_structure(args):
 def batch_to_structures(b: DecodedBatch, spec: GridSpec, seg: SegmentationConfig = SegmentationConfig(),
                         workers: int = 1, progress: bool = False) -> list[tuple]:
     """[(Structure or None, failure reason or None)] for every map of the batch."""
-    items = [(b.species[i], b.occupancy[i], b.density[i], b.coords[i], spec, seg) for i in range(len(b.density))]
+    items = [(b.species[i], b.occupancy[i], b.density[i], b.coords[i], spec, seg,
+              None if b.class_probs is None else b.class_probs[i], b.classes_Z) for i in range(len(b.density))]
     return list(pmap(_to_structure, items, workers=workers, total=len(items), progress=progress,
                      desc="segmenting", chunksize=4))

@@ -52,7 +52,8 @@ def site_images(centroids_vox: np.ndarray, abc_A: np.ndarray, z: np.ndarray, r_A
 def fit_species(density: np.ndarray, centroids_vox: np.ndarray, abc_A: np.ndarray, elements_Z,
                 spec: GridSpec = GridSpec(), init_Z: np.ndarray | None = None,
                 max_sweeps: int = 20, max_sites: int = 48, stride: int = 2,
-                allow_empty: bool = False) -> np.ndarray:
+                allow_empty: bool = False, log_prior: np.ndarray | None = None, prior_classes_Z=None,
+                prior_weight: float = 0.0) -> np.ndarray:
     """Atomic number per site minimising the squared misfit of eq. 1 to ``density``.
 
     The misfit is a quadratic form in the one-hot assignment, so with b = <g, M> and the
@@ -72,6 +73,13 @@ def fit_species(density: np.ndarray, centroids_vox: np.ndarray, abc_A: np.ndarra
             span several voxels, and on perov_5 true maps the answer is the same as at stride 1).
         allow_empty: add "no atom" (Z = 0, a zero image) to the candidates, so a spurious region of
             the segmentation is dropped when the map is better explained without it.
+        log_prior: (K, C) log-probability of each class per site, e.g. the UNet's species softmax
+            averaged around the site (``site_class_log_probs``); class c is element
+            ``prior_classes_Z[c]``, Z = 0 the background (the prior of "no atom" under ``allow_empty``).
+        prior_weight: w in  misfit − w·Σ_k log p_k(e_k). A decoded map's peak heights are a few
+            per cent off, which is the whole difference between many elements' Gaussians (O/F, or
+            cations of neighbouring Z/r³); the UNet's classifier sees the region's shape and
+            context instead, so the two readings are combined (0 = density only).
         max_sites: above this many sites the (K·E)^2 Gram matrix is not built and
             ``init_Z`` is returned unchanged (a map that segments into that many sites
             is not a crystal of this data anyway).
@@ -96,6 +104,9 @@ def fit_species(density: np.ndarray, centroids_vox: np.ndarray, abc_A: np.ndarra
     m = np.asarray(density, dtype=np.float32)[::stride, ::stride, ::stride].reshape(-1)
     n_el = len(cz)
     b = (g @ m).reshape(k_sites, n_el).astype(np.float64)
+    if log_prior is not None and prior_weight > 0:
+        # energy = -2 b + quadratic terms, so a unary cost u enters as b - u/2
+        b = b + 0.5 * prior_weight * _prior_columns(log_prior, prior_classes_Z, cz, k_sites)
     gram = (g @ g.T).reshape(k_sites, n_el, k_sites, n_el).astype(np.float64)
     index = {int(z): i for i, z in enumerate(cz)}
     starts = [_greedy(b, gram)]
@@ -108,6 +119,37 @@ def fit_species(density: np.ndarray, centroids_vox: np.ndarray, abc_A: np.ndarra
         if err < best_err:
             best, best_err = choice, err
     return cz[best].astype(int)
+
+
+def _prior_columns(log_prior: np.ndarray, classes_Z, cz: np.ndarray, k_sites: int) -> np.ndarray:
+    """(K, C) class log-probabilities -> (K, len(cz)) in the candidates' order; absent classes get the floor."""
+    lp = np.asarray(log_prior, dtype=np.float64)
+    classes_Z = [int(z) for z in classes_Z]
+    if lp.shape != (k_sites, len(classes_Z)):
+        raise ValueError(f"log_prior has shape {lp.shape}, expected ({k_sites}, {len(classes_Z)})")
+    col = {z: i for i, z in enumerate(classes_Z)}
+    floor = float(np.min(lp)) if lp.size else 0.0
+    return np.stack([lp[:, col[int(z)]] if int(z) in col else np.full(k_sites, floor) for z in cz], axis=1)
+
+
+def site_class_log_probs(probs: np.ndarray, centroids_vox: np.ndarray, radius_vox: float = 1.5,
+                         eps: float = 1e-4) -> np.ndarray:
+    """(K, C) log of the mean class probability over the voxels within ``radius_vox`` of each site.
+
+    ``probs``: (n, n, n, C) softmax (e.g. the UNet's, rotation-averaged). A small sphere rather than the
+    whole occupancy region: regions of a decoded map are misshapen and bleed into neighbours.
+    """
+    probs = np.asarray(probs)
+    n = probs.shape[0]
+    cents = np.asarray(centroids_vox, dtype=np.float64).reshape(-1, 3)
+    r = int(np.ceil(radius_vox))
+    off = np.array([(i, j, k) for i in range(-r, r + 1) for j in range(-r, r + 1) for k in range(-r, r + 1)
+                    if i * i + j * j + k * k <= radius_vox**2])
+    out = np.empty((len(cents), probs.shape[-1]))
+    for s, c in enumerate(cents):
+        idx = np.clip(np.round(c).astype(int)[None, :] + off, 0, n - 1)
+        out[s] = probs[idx[:, 0], idx[:, 1], idx[:, 2]].mean(0)
+    return np.log(np.clip(out, eps, None))
 
 
 def _energy(b: np.ndarray, gram: np.ndarray, choice: np.ndarray) -> float:

@@ -46,6 +46,9 @@ class SegmentationConfig:
             atom there (removes spurious fragments of a noisy occupancy mask).
         refine_positions: with 'fit', move each site to the maximum of the density's matched
             filter near its region centroid, then fit the species again.
+        prior_weight: with 'fit' and the segmenter's class probabilities at hand, the fit minimises
+            misfit − prior_weight·Σ log p(species) (``species_fit.fit_species``); 0 = density only.
+        prior_radius_vox: the class probabilities are averaged within this radius of each site.
     """
 
     split_by_species: bool = True
@@ -58,6 +61,8 @@ class SegmentationConfig:
     candidates_Z: tuple = ()
     drop_empty: bool = True
     refine_positions: bool = True
+    prior_weight: float = 0.0
+    prior_radius_vox: float = 1.5
 
     def __post_init__(self) -> None:
         if self.species_from not in ("labels", "fit"):
@@ -166,23 +171,34 @@ def decode_structure(
 
 
 def assign_species(z: np.ndarray, centroids_vox: np.ndarray, density: np.ndarray | None, abc_A: np.ndarray,
-                   spec: GridSpec, cfg: SegmentationConfig) -> tuple[np.ndarray, np.ndarray]:
+                   spec: GridSpec, cfg: SegmentationConfig, class_probs: np.ndarray | None = None,
+                   classes_Z=None) -> tuple[np.ndarray, np.ndarray]:
     """(Z, centroids): the label vote, or (``cfg.species_from == 'fit'``) the eq.-1 profile fit started
-    from it, without the regions the fit leaves empty (``cfg.drop_empty``)."""
+    from it, without the regions the fit leaves empty (``cfg.drop_empty``). ``class_probs`` (n, n, n, C),
+    the segmenter's softmax over ``classes_Z`` (0 = background), weighs in with ``cfg.prior_weight``."""
     if cfg.species_from != "fit" or len(z) == 0:
         return z, centroids_vox
     if density is None:
         raise ValueError("species_from='fit' needs the density map")
-    from icsg.segmentation.species_fit import fit_species, refine_positions
+    from icsg.segmentation.species_fit import fit_species, refine_positions, site_class_log_probs
+
+    use_prior = class_probs is not None and cfg.prior_weight > 0
+    if use_prior and classes_Z is None:
+        raise ValueError("class_probs needs classes_Z (the element of each class, 0 = background)")
+
+    def fit(cents, init):
+        prior = site_class_log_probs(class_probs, cents, cfg.prior_radius_vox) if use_prior else None
+        return fit_species(density, cents, abc_A, cfg.candidates_Z, spec, init_Z=init, allow_empty=cfg.drop_empty,
+                           log_prior=prior, prior_classes_Z=classes_Z, prior_weight=cfg.prior_weight)
 
     cents = np.asarray(centroids_vox, dtype=np.float64)
-    zf = fit_species(density, cents, abc_A, cfg.candidates_Z, spec, init_Z=z, allow_empty=cfg.drop_empty)
+    zf = fit(cents, z)
     keep = zf > 0
     zf, cents = zf[keep], cents[keep]
     if cfg.refine_positions and len(zf):
         # sites from the density's matched filter, then the species again at the better positions
         cents = refine_positions(density, cents, abc_A, zf, spec)
-        zf = fit_species(density, cents, abc_A, cfg.candidates_Z, spec, init_Z=zf, allow_empty=cfg.drop_empty)
+        zf = fit(cents, zf)
         keep = zf > 0
         zf, cents = zf[keep], cents[keep]
     return zf, cents

@@ -1,0 +1,186 @@
+"""Gaussians fitted to the training crystals' posterior means, one per property bin: where the decoder has
+learnt to draw crystals of that bin.
+
+The paper samples z ~ N(0, I). That is where the encoder's codes lie only if the KL term
+has pulled them there; at the shipped β = 1e-5 it has not (posterior means: std ~0.6 per
+dimension, correlated), and z ~ N(0, I) decoded to near-empty maps (1.6 sites per sample
+against 5 in perov_5; ``benchmarks/generation.py``). Sampling the aggregate posterior
+instead keeps random samples in the decoder's region. It is fitted per property bin,
+N(m_k, Σ_k) over the means μ of the training maps of bin k, because with a weak KL term
+the code z carries the property and the decoder learns to ignore the one-hot condition
+next to it; drawing z from the codes of bin k lets the condition act through z too.
+Σ_k is Ledoit-Wolf shrunk (sklearn) so a few hundred maps give a well-conditioned
+256 × 256 estimate (a bin with fewer than ``min_per_bin`` maps takes the pooled fit). The
+factors are stored as Cholesky matrices in ``weights/vae_prior.npz`` (plain arrays, read
+with ``allow_pickle=False``).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from icsg.errors import WeightsError
+
+PRIOR_FILE = "vae_prior.npz"
+PRIORS = ("fitted", "standard")
+
+
+@dataclass(frozen=True)
+class LatentPrior:
+    mean: np.ndarray    # (K, D): one Gaussian per property bin (K = 1: one for all)
+    chol: np.ndarray    # (K, D, D) lower-triangular, Σ_k = chol[k] @ chol[k].T
+    counts: np.ndarray  # (K,) training maps behind each bin's fit (0: the pooled fit stands in)
+    n_maps: int
+    source: str
+
+    @property
+    def n_bins(self) -> int:
+        return len(self.mean)
+
+    def sample(self, n: int, rng: np.random.Generator, temperature: float = 1.0,
+               condition: int | None = None) -> np.ndarray:
+        """(n, D) float32 draws of m_k + temperature · chol_k @ ε for property bin k = ``condition``."""
+        if temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {temperature}")
+        if self.n_bins == 1:
+            k = 0
+        elif condition is None or not 0 <= int(condition) < self.n_bins:
+            raise ValueError(f"this prior has one Gaussian per property bin 0..{self.n_bins - 1}; "
+                             f"got condition {condition!r}")
+        else:
+            k = int(condition)
+        eps = rng.standard_normal((n, self.mean.shape[1]))
+        return (self.mean[k][None] + temperature * eps @ self.chol[k].T).astype(np.float32)
+
+
+def _gaussian(mu: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    from sklearn.covariance import LedoitWolf
+
+    lw = LedoitWolf().fit(mu)
+    return lw.location_, np.linalg.cholesky(lw.covariance_ + 1e-9 * np.eye(mu.shape[1]))
+
+
+def fit_latent_prior(mu: np.ndarray, bins: np.ndarray | None = None, n_bins: int = 1, min_per_bin: int = 32,
+                     source: str = "") -> LatentPrior:
+    """N(mean, Ledoit-Wolf Σ) of posterior means ``mu`` (N, D), one per bin of ``bins`` (N,) in [0, n_bins)."""
+    mu = np.asarray(mu, dtype=np.float64)
+    if mu.ndim != 2 or len(mu) < 2:
+        raise ValueError(f"need posterior means of at least 2 maps as (N, D), got shape {mu.shape}")
+    pooled = _gaussian(mu)
+    if bins is None:
+        return LatentPrior(pooled[0][None], pooled[1][None], np.array([len(mu)]), int(len(mu)), str(source))
+    bins = np.asarray(bins, dtype=int)
+    if bins.shape != (len(mu),) or bins.min() < 0 or bins.max() >= n_bins:
+        raise ValueError(f"bins must be {len(mu)} integers in [0, {n_bins}), got shape {bins.shape}")
+    means, chols, counts = [], [], []
+    for k in range(n_bins):
+        sel = mu[bins == k]
+        m, c = _gaussian(sel) if len(sel) >= min_per_bin else pooled
+        means.append(m)
+        chols.append(c)
+        counts.append(len(sel) if len(sel) >= min_per_bin else 0)
+    return LatentPrior(np.stack(means), np.stack(chols), np.array(counts), int(len(mu)), str(source))
+
+
+def posterior_means(vae, vae_meta: dict, data_dir: str | os.PathLike, n_maps: int = 8192, seed: int = 0,
+                    batch_size: int = 32) -> tuple[np.ndarray, np.ndarray]:
+    """(μ, property bin) of up to ``n_maps`` training maps of a prepared dataset, each under its own bin."""
+    from icsg.data.dataset import load_arrays, property_bin
+    from icsg.grid import GridSpec
+    from icsg.representation.density import coordinate_grid
+
+    arrays = load_arrays(data_dir, "train")
+    if len(arrays["ids"]) == 0:
+        raise ValueError(f"{data_dir}: no training maps")
+    grid = GridSpec.from_dict(vae_meta["grid"])
+    if arrays["density"].shape[1] != grid.size:
+        raise ValueError(f"{data_dir}: maps are {arrays['density'].shape[1]}^3, the VAE takes {grid.size}^3")
+    pick = np.sort(np.random.default_rng(seed).permutation(len(arrays["ids"]))[:n_maps])
+    cond = vae_meta["condition"]
+    bins = property_bin(arrays["prop"][pick], np.array(cond["edges"]))
+    out = []
+    for i in range(0, len(pick), batch_size):
+        idx = pick[i:i + batch_size]
+        coords = np.stack([coordinate_grid(abc, grid) for abc in arrays["abc_A"][idx]])
+        x = np.concatenate([arrays["density"][idx][..., None], coords], -1).astype(np.float32)
+        onehot = np.eye(cond["n_bins"], dtype=np.float32)[bins[i:i + batch_size]]
+        mu, _ = vae.encoder.predict([x, onehot], verbose=0)
+        out.append(np.asarray(mu))
+    return np.concatenate(out), np.asarray(bins, dtype=int)
+
+
+def save_latent_prior(prior: LatentPrior, path: str | os.PathLike) -> None:
+    from icsg.io import atomic_save_npz
+
+    atomic_save_npz(path, mean=prior.mean, chol=prior.chol, counts=prior.counts, n_maps=np.array(prior.n_maps),
+                    source=np.array(prior.source))
+
+
+def load_latent_prior(path: str | os.PathLike, latent_dim: int | None = None) -> LatentPrior:
+    """The stored prior, or WeightsError naming the file and the reason (missing, corrupt, wrong size)."""
+    path = Path(path)
+    if not path.exists():
+        raise WeightsError(f"{path}: latent prior missing (make it with `icsg fit-latent-prior DATA`, "
+                           "or sample the paper's N(0, I) with prior='standard')")
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            mean, chol = np.asarray(f["mean"], np.float64), np.asarray(f["chol"], np.float64)
+            counts, n_maps, source = np.asarray(f["counts"], int), int(f["n_maps"]), str(f["source"])
+    except Exception as exc:  # zipfile.BadZipFile, KeyError, ValueError on a truncated or foreign file
+        raise WeightsError(f"{path}: cannot read latent prior ({type(exc).__name__}: {str(exc)[:200]})") from None
+    k, d = mean.shape if mean.ndim == 2 else (0, 0)
+    if (mean.ndim != 2 or chol.shape != (k, d, d) or counts.shape != (k,) or not np.all(np.isfinite(chol))
+            or not np.all(np.isfinite(mean))):
+        raise WeightsError(f"{path}: latent prior has means {mean.shape}, Cholesky factors {chol.shape} "
+                           f"and counts {counts.shape}")
+    if latent_dim is not None and d != latent_dim:
+        raise WeightsError(f"{path}: latent prior is {d}-dimensional, the VAE's latent space is {latent_dim}")
+    return LatentPrior(mean, chol, counts, n_maps, source)
+
+
+def write_prior_for(vae, meta: dict, weights_dir: str | os.PathLike, data_dir: str | os.PathLike,
+                    n_maps: int = 8192, seed: int = 0) -> LatentPrior:
+    """Fit the per-bin prior of ``vae`` on ``data_dir``, write WEIGHTS/vae_prior.npz and record it in ``meta``
+    (the caller writes ``meta`` to vae.json, so the description names the prior that belongs to it)."""
+    from icsg.pretrained import sha256
+
+    mu, bins = posterior_means(vae, meta, data_dir, n_maps, seed)
+    prior = fit_latent_prior(mu, bins, int(meta["condition"]["n_bins"]), source=str(data_dir))
+    out = Path(weights_dir) / PRIOR_FILE
+    save_latent_prior(prior, out)
+    cov_diag = np.sum(prior.chol**2, axis=2)
+    meta["latent_prior"] = {"file": PRIOR_FILE, "sha256": sha256(out), "maps": prior.n_maps, "data": str(data_dir),
+                            "seed": seed, "per_bin": prior.counts.tolist(),
+                            "mean_std": float(np.mean(np.sqrt(cov_diag)))}
+    return prior
+
+
+def cmd_fit_latent_prior(a) -> int:
+    from icsg.io import atomic_write_json
+    from icsg.pretrained import WEIGHTS_DIR, load_vae
+
+    weights = Path(a.weights or WEIGHTS_DIR)
+    vae, meta = load_vae(weights)
+    prior = write_prior_for(vae, meta, weights, a.data, a.maps, a.seed)
+    if (weights / "vae.json").exists():  # a weights folder; a training run keeps its model.json as it is
+        atomic_write_json(weights / "vae.json", meta)
+    print(f"latent prior from {prior.n_maps} maps (per-dimension std {meta['latent_prior']['mean_std']:.3f}) "
+          f"-> {weights / PRIOR_FILE}")
+    return 0
+
+
+def register_cli(sub) -> None:
+    p = sub.add_parser("fit-latent-prior", help="fit the Gaussians that random generation samples z from",
+                       description="Encode training maps of a prepared dataset with the VAE, fit N(mean, Σ) "
+                                   "(Ledoit-Wolf) to the posterior means of each property bin and write "
+                                   "WEIGHTS/vae_prior.npz; "
+                                   "`icsg generate` samples from it unless --prior standard.")
+    p.add_argument("data", help="prepared dataset (icsg prepare) the VAE was trained on")
+    p.add_argument("--weights", default=None, help="folder with vae.* (default: the shipped weights/)")
+    p.add_argument("--maps", type=int, default=8192, help="training maps to encode (default 8192, ~4 min)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_fit_latent_prior)
