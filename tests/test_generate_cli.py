@@ -166,3 +166,16 @@ def test_reconstruct_command_reports_every_metric(tmp_path, perovskite, rocksalt
     spec = GridSpec.from_dict(json.loads((WEIGHTS_DIR / "vae.json").read_text())["grid"])
     m = [encode(standardise(s, i, FilterConfig()), spec).density for i, s in (("a", perovskite), ("b", rocksalt))]
     assert res["mean_map_density_mse"] == pytest.approx(np.mean((m[0] - m[1]) ** 2) / 4, rel=1e-4)
+
+
+def test_weights_without_a_prior_still_encode_and_name_the_missing_file(generator, tmp_path, perovskite):
+    from icsg.errors import WeightsError
+    from icsg.generation.generator import Generator
+
+    for f in ("unet.weights.h5", "unet.json", "vae.weights.h5", "vae.json"):
+        (tmp_path / f).symlink_to(WEIGHTS_DIR / f)
+    gen = Generator(tmp_path, predict=False, batch_size=2, rotations=1)
+    assert len(gen.around(perovskite, 1, condition=3)) == 1
+    with pytest.raises(WeightsError, match="vae_prior.npz: latent prior missing"):
+        gen.sample(1, condition=3)
+    assert len(Generator(tmp_path, predict=False, rotations=1, prior="standard").sample(1, condition=3)) == 1

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import time
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -65,13 +66,18 @@ class Generator:
         self.batch_size, self.workers, self.rotations = batch_size, workers, rotations
         self.segmentation = segmentation_for(self.unet_meta["elements_Z"], species_from)
         self.prior_name, self.temperature = prior, float(temperature)
-        self.latent_prior = (load_latent_prior(Path(vae or weights_dir) / PRIOR_FILE, self.latent_dim)
-                             if prior == "fitted" else None)
+        self._prior_path = Path(vae or weights_dir) / PRIOR_FILE
         self.predictor = None
         if predict:
             from icsg.predict import PropertyPredictor
 
             self.predictor = PropertyPredictor(weights_dir)
+
+    @cached_property
+    def latent_prior(self):
+        """The fitted prior of random sampling (None for 'standard'); read on first use, so the other
+        modes work with weights that have none."""
+        return load_latent_prior(self._prior_path, self.latent_dim) if self.prior_name == "fitted" else None
 
     # --- conditions ----------------------------------------------------------------
     @property

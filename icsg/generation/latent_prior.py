@@ -3,12 +3,13 @@ learnt to draw crystals of that bin.
 
 The paper samples z ~ N(0, I). That is where the encoder's codes lie only if the KL term
 has pulled them there; at the shipped β = 1e-5 it has not (posterior means: std ~0.6 per
-dimension, correlated), and z ~ N(0, I) decoded to near-empty maps (1.6 sites per sample
-against 5 in perov_5; ``benchmarks/generation.py``). Sampling the aggregate posterior
-instead keeps random samples in the decoder's region. It is fitted per property bin,
-N(m_k, Σ_k) over the means μ of the training maps of bin k, because with a weak KL term
-the code z carries the property and the decoder learns to ignore the one-hot condition
-next to it; drawing z from the codes of bin k lets the condition act through z too.
+dimension, correlated), and z ~ N(0, I) decoded to near-empty maps (1.4 sites per sample
+against 5 in perov_5; the fitted prior: 4.3; ``python benchmarks/generation.py``). Sampling
+the aggregate posterior instead keeps random samples in the decoder's region. It is fitted
+per property bin, N(m_k, Σ_k) over the means μ of the training maps of bin k, because with a
+weak KL term the code z carries the property and the decoder can ignore the one-hot condition
+next to it; drawing z from the codes of bin k gives the condition a way in through z (not yet
+visible in the predicted property of the decoded crystals: their species are half wrong).
 Σ_k is Ledoit-Wolf shrunk (sklearn) so a few hundred maps give a well-conditioned
 256 × 256 estimate (a bin with fewer than ``min_per_bin`` maps takes the pooled fit). The
 factors are stored as Cholesky matrices in ``weights/vae_prior.npz`` (plain arrays, read
