@@ -33,8 +33,8 @@ from icsg.data.dataset import condition_onehot  # noqa: E402
 from icsg.data.filters import standardise  # noqa: E402
 from icsg.data.sources import iter_source  # noqa: E402
 from icsg.evaluation.metrics import compare, summarise  # noqa: E402
-from icsg.generation.pipeline import (batch_to_structures, calibrated_class_probs, segmentation_for,  # noqa: E402
-                                      segmented_batch)
+from icsg.generation.pipeline import (batch_to_structures, segmentation_for, segmented_batch,  # noqa: E402
+                                      with_calibrated_probs)
 from icsg.grid import GridSpec  # noqa: E402
 from icsg.pretrained import load_unet, load_vae  # noqa: E402
 from icsg.representation.density import encode  # noqa: E402
@@ -78,7 +78,7 @@ def run(records, vae, vm, unet, um, spec, batch: int = 16) -> dict:
         for key, seg in table.items():
             b = dec if key[0] == "decoded" else true
             if "raw" not in key[1]:  # the pipeline's default: the UNet's training class weights divided out
-                b = replace(b, class_probs=calibrated_class_probs(b.class_probs, b.occupancy, cw))
+                b = with_calibrated_probs(b, cw)
             for r, s, (pred, why) in zip(chunk, structs, batch_to_structures(b, spec, seg)):
                 if pred is None:
                     fails[key].append({"id": r.id, "reason": "decode_failed", "detail": why})

@@ -116,10 +116,10 @@ def ship_run(run: str | os.PathLike, name: str, weights_dir: str | os.PathLike =
     run = Path(run)
     meta, w = _pair(run, name)
     if recalibrate_data is not None:
-        from icsg.data.dataset import load_arrays, property_bin
+        from icsg.data.dataset import condition_onehot, load_arrays
         from icsg.grid import GridSpec
         from icsg.models import batchnorm
-        from icsg.representation.density import coordinate_grid
+        from icsg.representation.density import vae_input
 
         arrays = load_arrays(recalibrate_data, "train")
         pick = np.random.default_rng(seed).permutation(len(arrays["ids"]))[:n_recalibrate]
@@ -136,11 +136,8 @@ def ship_run(run: str | os.PathLike, name: str, weights_dir: str | os.PathLike =
         else:
             model, _ = load_vae(run)
             grid = GridSpec.from_dict(meta["grid"])
-            coords = np.stack([coordinate_grid(abc, grid) for abc in arrays["abc_A"][pick]])
-            x = np.concatenate([dens[..., None], coords], -1)
-            cond = meta["condition"]
-            onehot = np.eye(cond["n_bins"], dtype=np.float32)[property_bin(arrays["prop"][pick], np.array(cond["edges"]))]
-            k = batchnorm.recalibrate_vae(model, x, onehot)
+            x = vae_input(dens, arrays["abc_A"][pick], grid)
+            k = batchnorm.recalibrate_vae(model, x, condition_onehot(arrays["prop"][pick], meta["condition"]))
         meta["bn_recalibrated"] = {"data": str(recalibrate_data), "maps": int(len(pick)), "layers": k}
         tmp_dir = run / ".recalibrated"
         tmp_dir.mkdir(exist_ok=True)

@@ -25,7 +25,7 @@ import numpy as np
 from icsg.data.dataset import MANIFEST, condition_onehot, load_manifest
 from icsg.grid import GridSpec
 from icsg.io import atomic_save_npz, atomic_write_json
-from icsg.representation.density import coordinate_grid
+from icsg.representation.density import vae_input
 
 
 def decode_maps(vae, density: np.ndarray, abc_A: np.ndarray, prop: np.ndarray, condition: dict,
@@ -38,9 +38,7 @@ def decode_maps(vae, density: np.ndarray, abc_A: np.ndarray, prop: np.ndarray, c
     out = np.empty_like(density, dtype=np.float32)
     for i in range(0, len(density), batch_size):
         sl = slice(i, i + batch_size)
-        coords = np.stack([coordinate_grid(abc, spec) for abc in abc_A[sl]])
-        x = np.concatenate([density[sl, ..., None], coords], -1).astype(np.float32)
-        mu, _ = vae.encoder.predict([x, onehot[sl]], verbose=0)
+        mu, _ = vae.encoder.predict([vae_input(density[sl], abc_A[sl], spec), onehot[sl]], verbose=0)
         out[sl] = np.asarray(vae.decoder.predict([mu, onehot[sl]], verbose=0))[..., 0]
     return out
 

@@ -25,8 +25,8 @@ from icsg.data.filters import FilterConfig, standardise
 from icsg.data.sources import Record
 from icsg.errors import CrystalError
 from icsg.evaluation.metrics import compare, summarise
-from icsg.generation.pipeline import (DecodedBatch, batch_to_structures, calibrated_class_probs, segmentation_for,
-                                     segmented_batch)
+from icsg.generation.pipeline import (DecodedBatch, batch_to_structures, segment_maps, segmentation_for,
+                                     segmented_batch, with_calibrated_probs)
 from icsg.grid import GridSpec
 from icsg.representation.augment import TTA_ROTATIONS
 from icsg.representation.density import encode
@@ -35,14 +35,6 @@ from icsg.representation.density import encode
 def _recall(pred_z: np.ndarray, true_z: np.ndarray) -> tuple[int, int]:
     nz = true_z > 0
     return int(np.sum(pred_z[nz] == true_z[nz])), int(nz.sum())
-
-
-def _calibrated(batch: DecodedBatch, unet_meta: dict) -> DecodedBatch:
-    """The batch with the UNet's class probabilities calibrated against its occupancy (as the generator does)."""
-    cw = unet_meta.get("class_weights")
-    if cw is None:
-        return batch
-    return replace(batch, class_probs=calibrated_class_probs(batch.class_probs, batch.occupancy, cw))
 
 
 def reconstruct(records: list[Record], vae, vae_meta: dict, unet, unet_meta: dict, batch_size: int = 16,
@@ -81,8 +73,10 @@ def reconstruct(records: list[Record], vae, vae_meta: dict, unet, unet_meta: dic
         dens_sum = dens_sum + x[..., 0].astype(np.float64).sum(0)
         dens_sq = dens_sq + (x[..., 0].astype(np.float64) ** 2).sum(0)
         true_s = np.stack([e.species for _, _, e in chunk])
-        on_true = segmented_batch(unet, x[..., 0], x[..., 1:], unet_meta["elements_Z"], batch_size, rotations)
-        h, t = _recall(on_true.species, true_s)
+        # true maps are read by the density alone (no class prior): the UNet's softmax is not kept
+        species_t, occ_t = segment_maps(unet, x[..., 0], unet_meta["elements_Z"], batch_size, rotations)
+        on_true = DecodedBatch(x[..., 0], x[..., 1:], species_t, occ_t)
+        h, t = _recall(species_t, true_s)
         hits, total = hits + h, total + t
         # the segmentation of true maps: what the UNet + segmentation alone reach
         for (r, s, _), (pred, why) in zip(chunk, batch_to_structures(on_true, spec, seg_true, workers=workers)):
@@ -91,12 +85,13 @@ def reconstruct(records: list[Record], vae, vae_meta: dict, unet, unet_meta: dic
             else:
                 fails_true.append({"id": r.id, "reason": "decode_failed", "detail": why})
         raw = segmented_batch(unet, recon[..., 0], recon[..., 1:], unet_meta["elements_Z"], batch_size, rotations)
-        dec = _calibrated(raw, unet_meta)
+        cw = unet_meta.get("class_weights")
+        dec = with_calibrated_probs(raw, cw)
         # the true regions, but species as the pipeline reads them from the decoded map (never the true labels);
         # the true mask also stands in for the UNet's occupancy in the "no atom" probability
         true_occ = np.stack([e.occupancy for _, _, e in chunk]).astype(np.float32)
         for (r, s, _), (pred, why) in zip(chunk, batch_to_structures(
-                _calibrated(replace(raw, occupancy=true_occ), unet_meta), spec, seg, workers=workers)):
+                with_calibrated_probs(replace(raw, occupancy=true_occ), cw), spec, seg, workers=workers)):
             if pred is not None:
                 pairs_occ.append(compare(s, pred))
             else:

@@ -90,9 +90,9 @@ def fit_latent_prior(mu: np.ndarray, bins: np.ndarray | None = None, n_bins: int
 def posterior_means(vae, vae_meta: dict, data_dir: str | os.PathLike, n_maps: int = 8192, seed: int = 0,
                     batch_size: int = 32) -> tuple[np.ndarray, np.ndarray]:
     """(μ, property bin) of up to ``n_maps`` training maps of a prepared dataset, each under its own bin."""
-    from icsg.data.dataset import load_arrays, property_bin
+    from icsg.data.dataset import condition_onehot, load_arrays
     from icsg.grid import GridSpec
-    from icsg.representation.density import coordinate_grid
+    from icsg.representation.density import vae_input
 
     arrays = load_arrays(data_dir, "train")
     if len(arrays["ids"]) == 0:
@@ -101,17 +101,14 @@ def posterior_means(vae, vae_meta: dict, data_dir: str | os.PathLike, n_maps: in
     if arrays["density"].shape[1] != grid.size:
         raise ValueError(f"{data_dir}: maps are {arrays['density'].shape[1]}^3, the VAE takes {grid.size}^3")
     pick = np.sort(np.random.default_rng(seed).permutation(len(arrays["ids"]))[:n_maps])
-    cond = vae_meta["condition"]
-    bins = property_bin(arrays["prop"][pick], np.array(cond["edges"]))
+    onehot = condition_onehot(arrays["prop"][pick], vae_meta["condition"])
     out = []
     for i in range(0, len(pick), batch_size):
         idx = pick[i:i + batch_size]
-        coords = np.stack([coordinate_grid(abc, grid) for abc in arrays["abc_A"][idx]])
-        x = np.concatenate([arrays["density"][idx][..., None], coords], -1).astype(np.float32)
-        onehot = np.eye(cond["n_bins"], dtype=np.float32)[bins[i:i + batch_size]]
-        mu, _ = vae.encoder.predict([x, onehot], verbose=0)
+        x = vae_input(arrays["density"][idx], arrays["abc_A"][idx], grid)
+        mu, _ = vae.encoder.predict([x, onehot[i:i + batch_size]], verbose=0)
         out.append(np.asarray(mu))
-    return np.concatenate(out), np.asarray(bins, dtype=int)
+    return np.concatenate(out), onehot.argmax(1).astype(int)
 
 
 def save_latent_prior(prior: LatentPrior, path: str | os.PathLike) -> None:

@@ -7,7 +7,7 @@ comes back as ``None`` with the reason, never as an exception.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -104,15 +104,21 @@ def calibrated_class_probs(probs: np.ndarray, occupancy: np.ndarray, class_weigh
     background. Bayes: p(c | atom) ∝ p_w(c) / w_c over the elements; p(c) = occ · p(c | atom) and
     p(background) = 1 − occ from the occupancy head.
     """
-    w = np.asarray(class_weights, dtype=np.float64)
-    inv = np.where(w > 0, 1.0 / np.where(w > 0, w, 1.0), 0.0)
+    w = np.asarray(class_weights, dtype=np.float32)
+    inv = np.where(w > 0, 1.0 / np.where(w > 0, w, 1.0), 0.0).astype(np.float32)
     inv[0] = 0.0
-    p = np.asarray(probs, dtype=np.float64) * inv
-    p /= np.clip(p.sum(-1, keepdims=True), 1e-12, None)
-    occ = np.clip(np.asarray(occupancy, dtype=np.float64), 0.0, 1.0)[..., None]
-    p = p * occ
+    p = np.asarray(probs, dtype=np.float32) * inv  # (B, n, n, n, C): float32 keeps a batch of 32 near 240 MB
+    occ = np.clip(np.asarray(occupancy, dtype=np.float32), 0.0, 1.0)[..., None]
+    p *= occ / np.clip(p.sum(-1, keepdims=True), 1e-12, None)
     p[..., 0] = 1.0 - occ[..., 0]
-    return p.astype(np.float32)
+    return p
+
+
+def with_calibrated_probs(batch: DecodedBatch, class_weights) -> DecodedBatch:
+    """The batch with ``calibrated_class_probs`` of its UNet softmax and occupancy (unchanged without weights)."""
+    if class_weights is None or batch.class_probs is None:
+        return batch
+    return replace(batch, class_probs=calibrated_class_probs(batch.class_probs, batch.occupancy, class_weights))
 
 
 def segmented_batch(unet, density: np.ndarray, coords: np.ndarray, elements_Z: list[int], batch_size: int = 16,
@@ -120,9 +126,8 @@ def segmented_batch(unet, density: np.ndarray, coords: np.ndarray, elements_Z: l
     """Maps and coordinate channels with the UNet's labels, occupancy and class probabilities
     (``calibrated_class_probs`` when the UNet's training ``class_weights`` are given)."""
     species, occ, probs = segment_maps(unet, density, elements_Z, batch_size, rotations, return_probs=True)
-    if class_weights is not None:
-        probs = calibrated_class_probs(probs, occ, class_weights)
-    return DecodedBatch(np.asarray(density), np.asarray(coords), species, occ, probs, class_to_z(elements_Z))
+    batch = DecodedBatch(np.asarray(density), np.asarray(coords), species, occ, probs, class_to_z(elements_Z))
+    return with_calibrated_probs(batch, class_weights)
 
 
 def decode_latents(vae, unet, z: np.ndarray, cond: np.ndarray, elements_Z: list[int],

@@ -112,6 +112,12 @@ def coordinate_grid(abc_A: np.ndarray, spec: GridSpec = GridSpec()) -> np.ndarra
     return grid.astype(np.float32)
 
 
+def vae_input(density: np.ndarray, abc_A: np.ndarray, spec: GridSpec = GridSpec()) -> np.ndarray:
+    """[M, C] of stored maps: (k, n, n, n) densities and (k, 3) cell lengths (Å) -> (k, n, n, n, 4) float32."""
+    coords = np.stack([coordinate_grid(abc, spec) for abc in np.asarray(abc_A)])
+    return np.concatenate([np.asarray(density)[..., None], coords], -1).astype(np.float32)
+
+
 def encode(structure: Structure, spec: GridSpec = GridSpec(), item: str = "") -> Encoding:
     """All arrays of one crystal (M, S, S_B, lattice lengths, C)."""
     abc, pos, z, sigma, radius = site_arrays(structure, spec, item)
