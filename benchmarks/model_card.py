@@ -81,7 +81,8 @@ def main() -> int:
               "weights/unet.weights.h5 --occupancy-weight 3 --epochs 100 --patience 10 --val-limit 128`, 16 "
               "epochs; measured with `icsg ship-weights runs/unet4 --name unet --to W --recalibrate "
               "runs/data/perov5_decoded` into a copy W of weights/, then `icsg reconstruct "
-              "../shared/data/perov_5/val.csv.gz --limit 128 --weights W`): on 128 perov_5 validation crystals its "
+              "../shared/data/perov_5/val.csv.gz --limit 128 --weights W`, segmentation only: `--no-refine` since "
+              "session 7): on 128 perov_5 validation crystals its "
               "decoded-map reconstruction was no better (species "
               "0.33 vs 0.37, abs dn 1.13 vs 0.95, site EMD 0.348 vs 0.344 Å) and its true-map match fell from "
               "0.69 to 0.61.",

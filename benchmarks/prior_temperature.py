@@ -37,10 +37,11 @@ def main(argv=None) -> int:
     ap.add_argument("--temperatures", default="0.5,0.75,1.0")
     ap.add_argument("--weights", default=str(HERE.parent / "weights"))
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--no-refine", action="store_true", help="segmentation only, no round-trip refinement")
     a = ap.parse_args(argv)
     rows = {}
     for t in (float(v) for v in a.temperatures.split(",")):
-        gen = Generator(a.weights, seed=a.seed, batch_size=32, temperature=t)
+        gen = Generator(a.weights, seed=a.seed, batch_size=32, temperature=t, refine=not a.no_refine)
         prop = gen.condition_property
         t0 = time.perf_counter()
         df = pd.concat([gen.sample(a.per_decile, condition=k).assign(requested=k) for k in range(gen.n_bins)],
@@ -56,7 +57,8 @@ def main(argv=None) -> int:
                    "seconds": time.perf_counter() - t0}
         print(t, json.dumps(rows[t]), flush=True)
     cmd = "python benchmarks/prior_temperature.py" + (f" --per-decile {a.per_decile}" if a.per_decile != 20 else "") + (
-        f" --temperatures {a.temperatures}" if a.temperatures != "0.5,0.75,1.0" else "")
+        f" --temperatures {a.temperatures}" if a.temperatures != "0.5,0.75,1.0" else "") + (
+        " --no-refine" if a.no_refine else "")
     res = {"command": cmd, "property": prop, "per_decile": a.per_decile, "rows": rows}
     (HERE / "results").mkdir(exist_ok=True)
     (HERE / "results" / "prior_temperature.json").write_text(json.dumps(res, indent=2))

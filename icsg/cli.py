@@ -81,13 +81,15 @@ def _report(res: dict, a) -> int:
 
 def cmd_reconstruct(a) -> int:
     from icsg.evaluation.reconstruct import reconstruct
+    from icsg.generation.consistency import ConsistencyConfig
     from icsg.pretrained import WEIGHTS_DIR, load_unet, load_vae
 
     unet, um = load_unet(a.unet or a.weights or WEIGHTS_DIR)
     vae, vm = load_vae(a.vae or a.weights or WEIGHTS_DIR)
     recs = _records(a.sources, a.limit)
     return _report(reconstruct(recs, vae, vm, unet, um, batch_size=a.batch, workers=a.workers or 1,
-                               species_from=a.species, rotations=a.tta), a)
+                               species_from=a.species, rotations=a.tta,
+                               refine=None if a.no_refine else ConsistencyConfig()), a)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -137,6 +139,9 @@ def build_parser() -> argparse.ArgumentParser:
     rc.add_argument("--tta", type=int, default=TTA_ROTATIONS, metavar="N",
                     help=f"average the UNet over N of the 24 exact cube rotations (1 = off, the paper; default "
                          f"{TTA_ROTATIONS})")
+    rc.add_argument("--no-refine", action="store_true",
+                    help="report the segmentation's reading of the decoded maps without the round-trip refinement "
+                         "(icsg.generation.consistency; several times faster)")
     rc.set_defaults(func=cmd_reconstruct)
 
     for register in _extra_commands():

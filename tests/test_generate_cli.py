@@ -19,7 +19,7 @@ def generator():
         pytest.skip(f"shipped weights missing: {missing}")
     from icsg.generation.generator import Generator
 
-    return Generator(seed=0, batch_size=8)
+    return Generator(seed=0, batch_size=8, refine=False)  # the refinement has its own test below: it costs seconds
 
 
 def test_sample_modes(generator, perovskite, rocksalt):
@@ -65,17 +65,40 @@ def test_random_samples_come_from_the_fitted_prior(generator):
 
 def test_generate_cli_writes_outputs(generator, tmp_path):
     out = tmp_path / "gen"
-    assert main(["generate", "--n", "6", "--condition", "4", "--out", str(out), "--no-novelty", "--keep-all"]) == 0
+    assert main(["generate", "--n", "3", "--condition", "4", "--out", str(out), "--no-novelty", "--keep-all"]) == 0
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["n_requested"] == 6 and "funnel" in summary and summary["crystals_per_second"] > 0
+    assert summary["n_requested"] == 3 and "funnel" in summary and summary["crystals_per_second"] > 0
+    assert summary["refine"] is True
     table = pd.read_csv(out / "candidates.csv")
-    assert len(table) == 6 and "heat_ref" in table.columns
+    assert len(table) == 3 and "heat_ref" in table.columns
     assert len(list(out.glob("*.cif"))) == summary["cif_files"]
     assert (out / "density_slices.png").stat().st_size > 0
     assert summary["prior"] == "fitted (temperature 1.0)"
     out2 = tmp_path / "gen_standard"
-    assert main(["generate", "--n", "2", "--prior", "standard", "--out", str(out2), "--no-novelty"]) == 0
-    assert json.loads((out2 / "summary.json").read_text())["prior"] == "standard (temperature 1.0)"
+    assert main(["generate", "--n", "2", "--prior", "standard", "--out", str(out2), "--no-novelty",
+                 "--no-refine"]) == 0
+    summary = json.loads((out2 / "summary.json").read_text())
+    assert summary["prior"] == "standard (temperature 1.0)" and summary["refine"] is False
+
+
+def test_refinement_brings_decoded_crystals_closer_to_their_codes(generator):
+    from icsg.generation.consistency import ConsistencyConfig
+
+    z = generator.latent_prior.sample(2, np.random.default_rng(1), condition=4)
+    cond = np.tile(np.eye(generator.n_bins)[4], (2, 1))
+    score_only = ConsistencyConfig(rounds=1, species_passes=0, cell_span=0.0, axis_span=0.0)
+    before, after = [], []
+    light = ConsistencyConfig(top_k=3, rounds=2, species_passes=2)  # a shorter search than the default, same moves
+    for cfg, out in ((score_only, before), (light, after)):
+        generator.consistency = cfg
+        try:
+            out.append(generator.decode(z, cond, [4] * 2))
+        finally:
+            generator.consistency = None
+    b, a = before[0]["latent_residual"].to_numpy(), after[0]["latent_residual"].to_numpy()
+    ok = np.isfinite(b)
+    assert ok.any() and np.all(a[ok] <= b[ok] + 1e-12) and np.any(a[ok] < b[ok])
+    assert generator.decode(z[:1], cond[:1], [4])["latent_residual"].isna().all()  # refine=False: not scored
 
 
 @pytest.mark.parametrize("args,message", [
@@ -153,9 +176,9 @@ def test_reconstruct_command_reports_every_metric(tmp_path, perovskite, rocksalt
     res = json.loads(out.read_text())
     for key in ("n", "cell_mae_A", "site_emd_A", "dn_sites", "species_accuracy", "match_rate", "failures",
                 "unet_nonzero_recall", "vae_mse", "vae_density_mse", "mean_map_density_mse", "true_maps",
-                "decoded_true_occupancy"):
+                "decoded_true_occupancy", "segmentation_only", "latent_residual", "refine"):
         assert key in res, key
-    assert res["n"] == 3
+    assert res["n"] == 3 and res["refine"]["top_k"] == 8 and res["latent_residual"] >= 0
     assert [f["id"] for f in res["failures"] if f["reason"] != "decode_failed"] == ["broken"]
     assert 0 <= res["unet_nonzero_recall"] <= 1 and res["vae_density_mse"] > 0
     # two crystals: their mean map misses each by half their difference

@@ -10,13 +10,20 @@ the evaluated set: a VAE above it has learned nothing crystal-specific), and ``t
 the round-trip metrics of the UNet + segmentation on the true M (no VAE), which separates
 the VAE's error from the segmenter's; and ``decoded_true_occupancy``: the decoded M' and C'
 segmented with the encoder's own occupancy mask S_B instead of the UNet's, i.e. what the
-decoded density alone supports (sites, species, cell) when the regions are right.
+decoded density alone supports (sites, species, cell) when the regions are right (segmentation only,
+never refined: it measures the segmentation).
+
+With ``refine`` (default) the decoded crystals are read as in generation: segmentation, then the
+round-trip refinement towards the crystal whose code is closest to the posterior mean the map was
+decoded from (``icsg.generation.consistency``; it sees that code and the decoded maps, never the input
+crystal). ``segmentation_only`` then reports the same crystals before the refinement, and
+``latent_residual`` the mean squared code distance left.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import replace
+from dataclasses import asdict, replace
 
 import numpy as np
 
@@ -25,8 +32,9 @@ from icsg.data.filters import FilterConfig, standardise
 from icsg.data.sources import Record
 from icsg.errors import CrystalError
 from icsg.evaluation.metrics import compare, summarise
-from icsg.generation.pipeline import (DecodedBatch, batch_to_structures, segment_maps, segmentation_for,
-                                     segmented_batch, with_calibrated_probs)
+from icsg.generation.consistency import ConsistencyConfig
+from icsg.generation.pipeline import (DecodedBatch, batch_to_sites, batch_to_structures, refined, segment_maps,
+                                      segmentation_for, segmented_batch, structures_from_sites, with_calibrated_probs)
 from icsg.grid import GridSpec
 from icsg.representation.augment import TTA_ROTATIONS
 from icsg.representation.density import encode
@@ -39,7 +47,7 @@ def _recall(pred_z: np.ndarray, true_z: np.ndarray) -> tuple[int, int]:
 
 def reconstruct(records: list[Record], vae, vae_meta: dict, unet, unet_meta: dict, batch_size: int = 16,
                 workers: int = 1, progress: bool = True, species_from: str = "fit",
-                rotations: int = TTA_ROTATIONS) -> dict:
+                rotations: int = TTA_ROTATIONS, refine: ConsistencyConfig | None = ConsistencyConfig()) -> dict:
     from tqdm.auto import tqdm
 
     spec = GridSpec.from_dict(vae_meta["grid"])
@@ -60,7 +68,7 @@ def reconstruct(records: list[Record], vae, vae_meta: dict, unet, unet_meta: dic
             failures.append({"id": r.id, "reason": err.reason, "detail": err.detail})
     pairs, sq_err, hits, total, hits_d, total_d = [], [], 0, 0, 0, 0
     dens_err, dens_sum, dens_sq = [], 0.0, 0.0
-    pairs_true, fails_true, pairs_occ, fails_occ = [], [], [], []
+    pairs_true, fails_true, pairs_occ, fails_occ, pairs_seg, residuals = [], [], [], [], [], []
     bar = tqdm(total=len(accepted), desc="reconstruct", disable=not progress, unit="crystal")
     for i in range(0, len(accepted), batch_size):
         chunk = accepted[i:i + batch_size]
@@ -90,16 +98,21 @@ def reconstruct(records: list[Record], vae, vae_meta: dict, unet, unet_meta: dic
         # the true regions, but species as the pipeline reads them from the decoded map (never the true labels);
         # the true mask also stands in for the UNet's occupancy in the "no atom" probability
         true_occ = np.stack([e.occupancy for _, _, e in chunk]).astype(np.float32)
-        for (r, s, _), (pred, why) in zip(chunk, batch_to_structures(
-                with_calibrated_probs(replace(raw, occupancy=true_occ), cw), spec, seg, workers=workers)):
+        with_true_occ = with_calibrated_probs(replace(raw, occupancy=true_occ), cw)
+        for (r, s, _), (pred, why) in zip(chunk, batch_to_structures(with_true_occ, spec, seg, workers=workers)):
             if pred is not None:
                 pairs_occ.append(compare(s, pred))
             else:
                 fails_occ.append({"id": r.id, "reason": "decode_failed", "detail": why})
         h, t = _recall(dec.species, true_s)
         hits_d, total_d = hits_d + h, total_d + t
-        decoded = batch_to_structures(dec, spec, seg, workers=workers)
-        for (r, s, _), (pred, why) in zip(chunk, decoded):
+        sites = batch_to_sites(dec, spec, seg, workers=workers)
+        if refine is not None:  # the segmentation's own reading, for comparison
+            pairs_seg += [compare(s, pred) for (_, s, _), (pred, _) in
+                          zip(chunk, structures_from_sites(sites, spec, seg)) if pred is not None]
+        sites = refined(vae, sites, mu, cond, raw.classes_Z, spec, refine)
+        residuals += [st.residual for st, _ in sites if st is not None]
+        for (r, s, _), (pred, why) in zip(chunk, structures_from_sites(sites, spec, seg)):
             if pred is None:
                 failures.append({"id": r.id, "reason": "decode_failed", "detail": why})
             else:
@@ -120,6 +133,11 @@ def reconstruct(records: list[Record], vae, vae_meta: dict, unet, unet_meta: dic
     out["true_maps"] = {k: true[k] for k in keys}
     with_occ = summarise(pairs_occ, fails_occ, len(accepted))
     out["decoded_true_occupancy"] = {k: with_occ[k] for k in keys}
+    out["refine"] = None if refine is None else asdict(refine)
+    if refine is not None:
+        seg_only = summarise(pairs_seg, [], len(accepted))
+        out["segmentation_only"] = {k: seg_only[k] for k in keys}
+        out["latent_residual"] = float(np.mean(residuals)) if residuals else float("nan")
     out["seconds"] = time.perf_counter() - t0
     out["seconds_per_crystal"] = out["seconds"] / max(1, len(accepted))
     return out

@@ -87,7 +87,8 @@ def run_generate(a) -> dict:
         raise ValueError(f"--condition needs --model cond-dfc-vae ({a.model} is not property-conditioned); "
                          "--target sets the property window only")
     gen = make_generator(a.model, a.weights, seed=a.seed, batch_size=a.batch, workers=a.workers,
-                         species_from=a.species, rotations=a.tta, prior=a.prior, temperature=a.temperature)
+                         species_from=a.species, rotations=a.tta, prior=a.prior, temperature=a.temperature,
+                         refine=not a.no_refine)
     prop = gen.condition_property
     base, target, mode = None, None, "random"
     if a.interpolate:
@@ -152,6 +153,7 @@ def run_generate(a) -> dict:
         "novelty_checked": training is not None, "cif_files": len(written),
         "wall_seconds": seconds, "crystals_per_second": len(df) / seconds,
         "decode_seconds": df.attrs["seconds"], "seed": a.seed,
+        "refine": conditional and not a.no_refine,
         "prior": (f"{a.prior} (temperature {a.temperature})" if mode == "random" and conditional else None),
         "weights": str(a.weights), "note": "properties are CGCNN predictions, not DFT",
     }
@@ -186,6 +188,9 @@ def register_cli(sub) -> None:
     p.add_argument("--tta", type=int, default=TTA_ROTATIONS, metavar="N",
                    help=f"average the UNet over N of the 24 exact cube rotations (1 = off; default {TTA_ROTATIONS}: "
                         "fewer missed sites, N times the UNet's cost)")
+    p.add_argument("--no-refine", action="store_true",
+                   help="keep the segmentation's reading of each map instead of the crystal whose code is closest to "
+                        "the map's latent vector (icsg.generation.consistency; several times faster, less accurate)")
     p.add_argument("--prior", choices=("fitted", "standard"), default="fitted",
                    help="random mode: z from the Gaussian fitted to the codes of the training crystals of the requested "
                         "bin (fitted, default; weights/vae_prior.npz) or N(0, I) (standard, paper)")

@@ -12,11 +12,13 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 import icsg  # noqa: F401
+from icsg.generation.consistency import ConsistencyConfig, Sites, refine_sites, spare_positions
 from icsg.grid import GridSpec
 from icsg.representation.augment import TTA_ROTATIONS, cube_rotations, rotate_map, unrotate_map
 from icsg.parallel import pmap
 from icsg.segmentation.lattice import lengths_from_coordinates
-from icsg.segmentation.watershed import SegmentationConfig, assign_species, find_sites, sites_to_structure
+from icsg.segmentation.watershed import (SegmentationConfig, assign_species, check_cell_lengths, find_sites,
+                                          sites_to_structure)
 
 
 @dataclass
@@ -138,21 +140,62 @@ def decode_latents(vae, unet, z: np.ndarray, cond: np.ndarray, elements_Z: list[
     return segmented_batch(unet, x[..., 0], x[..., 1:], elements_Z, batch_size, rotations, class_weights)
 
 
-def _to_structure(args):
+def _to_sites(args):
     species, occ, dens, coords, spec, seg, probs, classes_Z = args
     try:
-        abc = lengths_from_coordinates(coords, spec)
+        abc = check_cell_lengths(lengths_from_coordinates(coords, spec))
         z, cents = find_sites(species, dens, occ, seg)
         z, cents = assign_species(z, cents, dens, abc, spec, seg, probs, classes_Z)
-        return sites_to_structure(z, cents, abc, spec, seg.merge_tol_A), None
+        if len(z) == 0:
+            raise ValueError("no atomic sites found in the segmented map")
+        log_probs = spare = spare_lp = None
+        if probs is not None:  # what the round-trip refinement may try: other elements, sites at spare maxima
+            from icsg.segmentation.species_fit import site_class_log_probs
+
+            log_probs = site_class_log_probs(probs, cents, seg.prior_radius_vox)
+            spare = spare_positions(dens, z, cents, abc, spec)
+            spare_lp = site_class_log_probs(probs, spare, seg.prior_radius_vox)
+        return Sites(abc, np.asarray(z, dtype=np.int64), cents, log_probs, spare, spare_lp), None
     except ValueError as exc:
         return None, str(exc)
+
+
+def batch_to_sites(b: DecodedBatch, spec: GridSpec, seg: SegmentationConfig = SegmentationConfig(),
+                   workers: int = 1, progress: bool = False) -> list[tuple]:
+    """[(Sites or None, failure reason or None)] for every map of the batch: cell, elements and sites
+    before they become a Structure (``icsg.generation.consistency.refine_sites`` works on these)."""
+    items = [(b.species[i], b.occupancy[i], b.density[i], b.coords[i], spec, seg,
+              None if b.class_probs is None else b.class_probs[i], b.classes_Z) for i in range(len(b.density))]
+    return list(pmap(_to_sites, items, workers=workers, total=len(items), progress=progress,
+                     desc="segmenting", chunksize=4))
+
+
+def structures_from_sites(items: list[tuple], spec: GridSpec, seg: SegmentationConfig = SegmentationConfig()
+                          ) -> list[tuple]:
+    """[(Sites or None, reason)] -> [(Structure or None, reason)]; boundary duplicates merged."""
+    out = []
+    for s, why in items:
+        if s is None:
+            out.append((None, why))
+            continue
+        try:
+            out.append((sites_to_structure(s.z, s.centroids_vox, s.abc_A, spec, seg.merge_tol_A), None))
+        except ValueError as exc:
+            out.append((None, str(exc)))
+    return out
+
+
+def refined(vae, items: list[tuple], latents: np.ndarray, cond: np.ndarray, classes_Z, spec: GridSpec,
+            cfg: ConsistencyConfig | None) -> list[tuple]:
+    """``batch_to_sites`` output moved towards round-trip consistency with the latent vectors the maps were
+    decoded from (``icsg.generation.consistency``); unchanged when ``cfg`` is None."""
+    if cfg is None:
+        return items
+    refine_sites(vae, [s for s, _ in items], latents, cond, classes_Z, spec, cfg)
+    return items
 
 
 def batch_to_structures(b: DecodedBatch, spec: GridSpec, seg: SegmentationConfig = SegmentationConfig(),
                         workers: int = 1, progress: bool = False) -> list[tuple]:
     """[(Structure or None, failure reason or None)] for every map of the batch."""
-    items = [(b.species[i], b.occupancy[i], b.density[i], b.coords[i], spec, seg,
-              None if b.class_probs is None else b.class_probs[i], b.classes_Z) for i in range(len(b.density))]
-    return list(pmap(_to_structure, items, workers=workers, total=len(items), progress=progress,
-                     desc="segmenting", chunksize=4))
+    return structures_from_sites(batch_to_sites(b, spec, seg, workers, progress), spec, seg)

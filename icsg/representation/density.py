@@ -8,9 +8,10 @@ the coordinate grid is (n, n, n, 3).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
-from pymatgen.core import Structure
+from pymatgen.core import Element, Structure
 
 from icsg.errors import CrystalError
 from icsg.grid import GridSpec
@@ -71,10 +72,35 @@ def _squared_distances(pos: np.ndarray, abc: np.ndarray, spec: GridSpec) -> np.n
     return dx[:, :, None, None] + dy[:, None, :, None] + dz[:, None, None, :]
 
 
-def _density(d2: np.ndarray, z: np.ndarray, sigma: np.ndarray, spec: GridSpec) -> np.ndarray:
-    amp = _NORM * z / sigma**3
-    m = np.einsum("i,ixyz->xyz", amp, np.exp(-d2 / (2 * sigma[:, None, None, None] ** 2)))
+def render_density(pos_A: np.ndarray, z: np.ndarray, sigma_A: np.ndarray, abc_A: np.ndarray,
+                   spec: GridSpec = GridSpec()) -> np.ndarray:
+    """Eq. 1 / ``spec.density_scale`` of sites at Cartesian ``pos_A`` (N, 3) Å in a cell of ``abc_A``.
+
+    Each Gaussian factorises over the three axes, so the map is a sum of N outer products:
+    O(N·n) exponentials instead of O(N·n³), which is what makes rendering many candidate
+    crystals cheap (``icsg.generation.consistency``). float32 (n, n, n).
+    """
+    pos = np.asarray(pos_A, dtype=np.float64).reshape(-1, 3)
+    sigma = np.asarray(sigma_A, dtype=np.float64)
+    amp = _NORM * np.asarray(z, dtype=np.float64) / sigma**3
+    g = [np.exp(-(spec.axis_centres_A(L)[None, :] - pos[:, k:k + 1]) ** 2 / (2 * sigma[:, None] ** 2))
+         for k, L in enumerate(np.asarray(abc_A, dtype=np.float64))]
+    m = np.einsum("i,ix,iy,iz->xyz", amp, *g, optimize=True)
     return (m / spec.density_scale).astype(np.float32)
+
+
+def sites_density(z: np.ndarray, centroids_vox: np.ndarray, abc_A: np.ndarray,
+                  spec: GridSpec = GridSpec()) -> np.ndarray:
+    """Eq. 1 of sites given as (Z, fractional voxel indices) in a cell of ``abc_A``: the map the encoder
+    would see for a segmented crystal. Widths as in ``site_arrays`` (ionic radius or ``spec.sigma_fixed_A``)."""
+    z = np.asarray(z, dtype=np.int64)
+    sigma = np.array([spec.sigma_fixed_A or _radius_of_Z(int(k)) for k in z], dtype=np.float64)
+    return render_density(spec.index_to_cartesian(centroids_vox, abc_A), z, sigma, abc_A, spec)
+
+
+@lru_cache(maxsize=None)
+def _radius_of_Z(z: int) -> float:
+    return ionic_radius_A(Element.from_Z(z).symbol)
 
 
 def _species(d2: np.ndarray, z: np.ndarray, radius: np.ndarray) -> np.ndarray:
@@ -91,7 +117,7 @@ def density_map(structure: Structure, spec: GridSpec = GridSpec(), item: str = "
     with r_i the ionic radius (Å) of site i. Returns float32 (n, n, n).
     """
     abc, pos, z, sigma, _ = site_arrays(structure, spec, item)
-    return _density(_squared_distances(pos, abc, spec), z, sigma, spec)
+    return render_density(pos, z, sigma, abc, spec)
 
 
 def species_matrix(structure: Structure, spec: GridSpec = GridSpec(), item: str = "") -> np.ndarray:
@@ -124,7 +150,7 @@ def encode(structure: Structure, spec: GridSpec = GridSpec(), item: str = "") ->
     d2 = _squared_distances(pos, abc, spec)
     s = _species(d2, z, radius)
     return Encoding(
-        density=_density(d2, z, sigma, spec),
+        density=render_density(pos, z, sigma, abc, spec),
         species=s,
         occupancy=occupancy_mask(s),
         abc_A=abc,

@@ -133,6 +133,14 @@ def find_sites(
     return np.array(zs, dtype=int), np.array(cents, dtype=float).reshape(-1, 3)
 
 
+def check_cell_lengths(abc_A: np.ndarray) -> np.ndarray:
+    """Decoded cell lengths (Å) as float64; ValueError if any is not finite or below 0.5 Å."""
+    abc_A = np.asarray(abc_A, dtype=np.float64)
+    if np.any(~np.isfinite(abc_A)) or np.any(abc_A <= 0.5):
+        raise ValueError(f"decoded cell lengths {abc_A.tolist()} Å are not physical")
+    return abc_A
+
+
 def sites_to_structure(
     z: np.ndarray,
     centroids_vox: np.ndarray,
@@ -141,9 +149,7 @@ def sites_to_structure(
     merge_tol_A: float = 0.5,
 ) -> Structure:
     """Place sites (voxel indices) in an orthogonal cell and merge boundary duplicates."""
-    abc_A = np.asarray(abc_A, dtype=np.float64)
-    if np.any(~np.isfinite(abc_A)) or np.any(abc_A <= 0.5):
-        raise ValueError(f"decoded cell lengths {abc_A.tolist()} Å are not physical")
+    abc_A = check_cell_lengths(abc_A)
     lattice = Lattice.orthorhombic(*abc_A)
     if len(z) == 0:
         raise ValueError("no atomic sites found in the segmented map")
