@@ -69,7 +69,7 @@ class Sites:
 
     ``log_probs`` (K, C): the segmenter's class log-probabilities per site (classes ``classes_Z`` of the
     refinement); they rank the elements tried. ``spare_vox`` (P, 3), ``spare_log_probs`` (P, C): positions
-    where a site may be missing (density maxima the segmentation left empty) and their class log-probabilities;
+    where a site may be missing (``spare_positions``) and their class log-probabilities;
     a site removed by the search becomes a spare. ``residual``: mean squared distance between the crystal's
     code and the latent vector it was decoded from (NaN until refined).
     """
@@ -195,7 +195,7 @@ def _cell_moves(sites: list[Sites], active: list[int], score: _Scorer, factors: 
 def _site_moves(sites: list[Sites], active: list[int], score: _Scorer, candidates_of, spare_elements,
                 add_remove: bool = True) -> list[int]:
     """One pass over the active crystals: every single-site element change, every site removed, every spare
-    position (a density maximum the segmentation left empty) filled with one of its likeliest elements;
+    position (a maximum of the density the sites leave unexplained) filled with one of its likeliest elements;
     the best improving move per crystal is kept."""
     owner, cands, states = [], [], []
 
