@@ -13,9 +13,9 @@ best improving move per crystal is kept, and the distance never increases.
 
 Measured (shipped weights): on 64 perov_5 training crystals (decoded maps, true occupancy) comparing
 codes chose better than comparing maps (the candidate's decoded map against the decoded map): match
-0.47 vs 0.30, at a third of the cost (encoder only). On 96 validation crystals through the whole
-pipeline: match 0.021 -> 0.104, |Δn| 0.71 -> 0.34, cell MAE unchanged (0.118 Å), 8.4 s per crystal
-(``python benchmarks/reconstruction.py --limit 96``; ``--no-refine`` and ``icsg reconstruct
+0.47 vs 0.30, at a third of the cost (encoder only). On 200 validation crystals through the whole
+pipeline: match 0.015 -> 0.115, |Δn| 0.82 -> 0.43, cell MAE unchanged (0.12 Å), ~9 s per crystal
+(``python benchmarks/reconstruction.py --limit 200``; ``--no-refine`` and ``icsg reconstruct
 --no-refine`` skip it).
 """
 
