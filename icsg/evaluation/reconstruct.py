@@ -110,7 +110,7 @@ def reconstruct(records: list[Record], vae, vae_meta: dict, unet, unet_meta: dic
         if refine is not None:  # the segmentation's own reading, for comparison
             pairs_seg += [compare(s, pred) for (_, s, _), (pred, _) in
                           zip(chunk, structures_from_sites(sites, spec, seg)) if pred is not None]
-        sites = refined(vae, sites, mu, cond, raw.classes_Z, spec, refine)
+        sites = refined(vae, sites, dec, mu, cond, spec, seg, refine)
         residuals += [st.residual for st, _ in sites if st is not None]
         for (r, s, _), (pred, why) in zip(chunk, structures_from_sites(sites, spec, seg)):
             if pred is None:

@@ -21,7 +21,7 @@ pipeline: match 0.015 -> 0.115, |Δn| 0.82 -> 0.43, cell MAE unchanged (0.12 Å)
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -36,8 +36,9 @@ class ConsistencyConfig:
     Args:
         top_k: elements tried per site: the segmenter's ``top_k`` most probable (site class probabilities).
         spare_k: elements tried at a spare position (``Sites.spare_vox``).
-        rounds: alternations of cell scan and element descent.
-        species_passes: element moves per round (each pass keeps the best move per crystal).
+        rounds: alternations of site moves and cell scan.
+        species_passes: passes of site moves per round (element changes; from the second round also sites
+            removed or added); each pass keeps the best move per crystal.
         cell_span, cell_steps: isotropic cell scan over factors 1 ± cell_span, then a parabola through the
             best three.
         axis_span, axis_steps: the same per axis, after the isotropic scan.
@@ -81,7 +82,7 @@ class Sites:
     spare_vox: np.ndarray | None = None
     spare_log_probs: np.ndarray | None = None
     residual: float = float("nan")
-    moves: int = field(default=0)
+    moves: int = 0
 
 
 def spare_positions(density: np.ndarray, z: np.ndarray, centroids_vox: np.ndarray, abc_A: np.ndarray,

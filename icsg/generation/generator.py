@@ -172,7 +172,7 @@ class Generator:
                                self.rotations, self.unet_meta.get("class_weights"))
             densities.append(b.density[:, :, :, self.spec.size // 2].copy())
             items = batch_to_sites(b, self.spec, self.segmentation, workers=self.workers)
-            items = refined(self.vae, items, zb, cb, b.classes_Z, self.spec, self.consistency)
+            items = refined(self.vae, items, b, zb, cb, self.spec, self.segmentation, self.consistency)
             residuals += [s.residual if s is not None else np.nan for s, _ in items]
             rows += structures_from_sites(items, self.spec, self.segmentation)
         df = results_table(rows, z, labels, self.predictor)

@@ -148,14 +148,7 @@ def _to_sites(args):
         z, cents = assign_species(z, cents, dens, abc, spec, seg, probs, classes_Z)
         if len(z) == 0:
             raise ValueError("no atomic sites found in the segmented map")
-        log_probs = spare = spare_lp = None
-        if probs is not None:  # what the round-trip refinement may try: other elements, sites at spare maxima
-            from icsg.segmentation.species_fit import site_class_log_probs
-
-            log_probs = site_class_log_probs(probs, cents, seg.prior_radius_vox)
-            spare = spare_positions(dens, z, cents, abc, spec)
-            spare_lp = site_class_log_probs(probs, spare, seg.prior_radius_vox)
-        return Sites(abc, np.asarray(z, dtype=np.int64), cents, log_probs, spare, spare_lp), None
+        return Sites(abc, np.asarray(z, dtype=np.int64), cents), None
     except ValueError as exc:
         return None, str(exc)
 
@@ -185,13 +178,25 @@ def structures_from_sites(items: list[tuple], spec: GridSpec, seg: SegmentationC
     return out
 
 
-def refined(vae, items: list[tuple], latents: np.ndarray, cond: np.ndarray, classes_Z, spec: GridSpec,
-            cfg: ConsistencyConfig | None) -> list[tuple]:
-    """``batch_to_sites`` output moved towards round-trip consistency with the latent vectors the maps were
-    decoded from (``icsg.generation.consistency``); unchanged when ``cfg`` is None."""
+def refined(vae, items: list[tuple], b: DecodedBatch, latents: np.ndarray, cond: np.ndarray, spec: GridSpec,
+            seg: SegmentationConfig, cfg: ConsistencyConfig | None) -> list[tuple]:
+    """``batch_to_sites(b, ...)`` output moved towards round-trip consistency with the latent vectors the maps
+    were decoded from (``icsg.generation.consistency``); unchanged when ``cfg`` is None.
+
+    What the search may try comes from the batch, and only here, so reading without refinement pays nothing
+    for it: each site's class log-probabilities (the elements tried) and the spare positions with theirs."""
     if cfg is None:
         return items
-    refine_sites(vae, [s for s, _ in items], latents, cond, classes_Z, spec, cfg)
+    if b.class_probs is not None:
+        from icsg.segmentation.species_fit import site_class_log_probs
+
+        for i, (s, _) in enumerate(items):
+            if s is None:
+                continue
+            s.log_probs = site_class_log_probs(b.class_probs[i], s.centroids_vox, seg.prior_radius_vox)
+            s.spare_vox = spare_positions(b.density[i], s.z, s.centroids_vox, s.abc_A, spec)
+            s.spare_log_probs = site_class_log_probs(b.class_probs[i], s.spare_vox, seg.prior_radius_vox)
+    refine_sites(vae, [s for s, _ in items], latents, cond, b.classes_Z, spec, cfg)
     return items
 
 
