@@ -94,6 +94,10 @@ def main() -> int:
               "the new species reading, which uses the UNet's class probabilities (same commands as in step 7): "
               "on 128 validation crystals species 0.543 vs 0.562 for the shipped UNet, site EMD 0.240 vs 0.225 Å, "
               "abs dn 0.87 vs 0.79, true-map match 0.61 vs 0.69; the UNet stays unchanged.",
+              "9. Eighth session: the cell readout of decoding, a ridge regression from the posterior mean and the "
+              "one-hot condition to the cell lengths (`icsg.generation.latent_cell`, α by leave-one-out), fitted "
+              "with the same command, `icsg fit-latent-prior runs/data/perov5_train`, on the same 8,192 codes "
+              "(which rewrote `weights/vae_prior.npz` byte for byte) and written to `weights/vae_cell.npz`.",
               "Continue either model on any machine with `--init-weights weights/NAME.weights.h5`.", ""]
     for name, title in (("unet", "3-D UNet segmenter"), ("vae", "Cond-DFC-VAE")):
         meta = _load(W / f"{name}.json")
@@ -129,7 +133,13 @@ def main() -> int:
                    f"posterior means of {meta['latent_prior']['maps']} maps of `{meta['latent_prior']['data']}` "
                    f"(per-dimension std {meta['latent_prior']['mean_std']:.3f}), sha256 "
                    f"`{sha256(W / meta['latent_prior']['file'])}`") if name == "vae" and meta.get("latent_prior")
-                  else None, ""]
+                  else None,
+                  (f"- cell readout (decoding): `weights/{meta['latent_cell']['file']}`, ridge regression (α "
+                   f"{meta['latent_cell']['alpha']:g}) from the posterior means of {meta['latent_cell']['maps']} maps "
+                   f"of `{meta['latent_cell']['data']}`; cell MAE {meta['latent_cell']['train_mae_A']:.3f} Å on "
+                   f"those maps, {meta['latent_cell']['val_mae_A']:.3f} Å on the {meta['latent_cell']['val_maps']} "
+                   f"maps of its validation split; sha256 `{sha256(W / meta['latent_cell']['file'])}`")
+                  if name == "vae" and meta.get("latent_cell") else None, ""]
     lines += ["## CGCNN property models (`weights/cgcnn_*.pt`)", "",
               "Commands: `icsg train-cgcnn --property all --out runs/cgcnn --ship weights` (defaults: 100 epochs, "
               "patience 15) trained formation energy and energy per atom; it was restarted with `--epochs 30 "

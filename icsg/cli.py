@@ -82,14 +82,17 @@ def _report(res: dict, a) -> int:
 def cmd_reconstruct(a) -> int:
     from icsg.evaluation.reconstruct import reconstruct
     from icsg.generation.consistency import ConsistencyConfig
+    from icsg.generation.latent_cell import cell_readout
     from icsg.pretrained import WEIGHTS_DIR, load_unet, load_vae
 
     unet, um = load_unet(a.unet or a.weights or WEIGHTS_DIR)
     vae, vm = load_vae(a.vae or a.weights or WEIGHTS_DIR)
+    cell = cell_readout(a.vae or a.weights or WEIGHTS_DIR, a.cell_from, vm)
     recs = _records(a.sources, a.limit)
     return _report(reconstruct(recs, vae, vm, unet, um, batch_size=a.batch, workers=a.workers or 1,
                                species_from=a.species, rotations=a.tta,
-                               refine=None if a.no_refine else ConsistencyConfig()), a)
+                               refine=None if a.no_refine else ConsistencyConfig(soft_steps=a.soft_steps),
+                               cell=cell), a)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -142,6 +145,12 @@ def build_parser() -> argparse.ArgumentParser:
     rc.add_argument("--no-refine", action="store_true",
                     help="report the segmentation's reading of the decoded maps without the round-trip refinement "
                          "(icsg.generation.consistency; several times faster)")
+    rc.add_argument("--soft-steps", type=int, default=0, metavar="N",
+                    help="before the refinement's discrete search, N Adam steps of the soft fit through the encoder "
+                         "(icsg.generation.soft_fit; default 0 = off; 60 measured: about twice the cost)")
+    rc.add_argument("--cell-from", choices=("latent", "coords"), default="latent",
+                    help="cell lengths from the latent vector by the readout beside the VAE weights (latent, "
+                         "default; vae_cell.npz) or from the decoded coordinate channels (coords, the paper)")
     rc.set_defaults(func=cmd_reconstruct)
 
     for register in _extra_commands():

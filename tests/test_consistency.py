@@ -10,6 +10,7 @@ from icsg.grid import GridSpec
 from icsg.representation.density import encode, sites_density, vae_input
 
 SPEC = GridSpec(size=16)
+SCAN = ConsistencyConfig(cell_span=0.06, axis_span=0.02)  # with the cell scan (off by default)
 CLASSES = np.array([0, 8, 9, 22, 38, 40, 56])  # background, O, F, Ti, Sr, Zr, Ba
 
 
@@ -72,7 +73,8 @@ def test_refinement_finds_the_elements_and_cell_of_the_target_code():
     # read wrongly: Ba for Sr, F for one O, a cell 3 % too long
     start = Sites(abc * 1.03, np.array([56, 22, 9, 8, 8]), vox,
                   _log_probs(z, {0: [38, 56, 40], 1: [22, 40], 2: [8, 9], 3: [8, 9], 4: [8, 9]}))
-    out = refine_sites(vae, [start], target, np.zeros((1, 10)), CLASSES, SPEC, ConsistencyConfig(top_k=3, rounds=4))
+    cfg = ConsistencyConfig(top_k=3, rounds=4, cell_span=0.06, axis_span=0.02)
+    out = refine_sites(vae, [start], target, np.zeros((1, 10)), CLASSES, SPEC, cfg)
     assert out[0] is start
     assert start.z.tolist() == [38, 22, 8, 8, 8]
     assert np.abs(start.abc_A - 3.9).max() < 0.02
@@ -88,7 +90,7 @@ def test_refinement_never_increases_the_distance_and_skips_missing_maps():
     first = ConsistencyConfig(rounds=1, species_passes=0, cell_span=0.0, axis_span=0.0)
     d0 = refine_sites(vae, [None, exact], np.vstack([target, target]), np.zeros((2, 10)), CLASSES, SPEC, first)
     assert d0[0] is None and exact.residual == pytest.approx(0.0, abs=1e-10)
-    out = refine_sites(vae, [exact], target, np.zeros((1, 10)), CLASSES, SPEC)
+    out = refine_sites(vae, [exact], target, np.zeros((1, 10)), CLASSES, SPEC, SCAN)
     assert out[0].z.tolist() == z.tolist() and np.allclose(out[0].abc_A, abc) and out[0].moves == 0
 
 
@@ -97,9 +99,12 @@ def test_without_class_probabilities_the_elements_stay_and_the_cell_moves():
     truth = _perovskite(3.9)
     abc, z, vox = _sites_of(truth)
     s = Sites(abc * 0.97, z.copy(), vox, None)
-    refine_sites(vae, [s], _code(vae, truth), np.zeros((1, 10)), CLASSES, SPEC)
+    refine_sites(vae, [s], _code(vae, truth), np.zeros((1, 10)), CLASSES, SPEC, SCAN)
     assert s.z.tolist() == z.tolist()
     assert np.abs(s.abc_A - 3.9).max() < 0.01
+    s = Sites(abc * 0.97, z.copy(), vox, None)  # by default the cell stays where it was read
+    refine_sites(vae, [s], _code(vae, truth), np.zeros((1, 10)), CLASSES, SPEC)
+    assert np.allclose(s.abc_A, abc * 0.97)
 
 
 def test_refine_checks_its_inputs():
@@ -122,7 +127,7 @@ def test_a_missing_site_is_added_and_an_extra_one_removed():
     # one site too many, at the decoy
     extra = Sites(abc.copy(), np.append(z, 22), np.vstack([vox, decoy]), _log_probs(np.append(z, 22), {}),
                   np.zeros((0, 3)), np.zeros((0, len(CLASSES))))
-    refine_sites(vae, [missing, extra], target, np.zeros((2, 10)), CLASSES, SPEC)
+    refine_sites(vae, [missing, extra], target, np.zeros((2, 10)), CLASSES, SPEC, SCAN)
     for s in (missing, extra):
         assert sorted(s.z.tolist()) == sorted(z.tolist()) and s.residual < 1e-4
         assert np.abs(s.abc_A - 3.9).max() < 0.01

@@ -8,8 +8,8 @@ import pytest
 from icsg.cli import main
 from icsg.pretrained import WEIGHTS_DIR
 
-NEEDED = ["unet.weights.h5", "unet.json", "vae.weights.h5", "vae.json", "vae_prior.npz", "cgcnn_heat_ref.pt",
-          "cgcnn_band_gap.pt"]
+NEEDED = ["unet.weights.h5", "unet.json", "vae.weights.h5", "vae.json", "vae_prior.npz", "vae_cell.npz",
+          "cgcnn_heat_ref.pt", "cgcnn_band_gap.pt"]
 
 
 @pytest.fixture(scope="module")
@@ -99,6 +99,12 @@ def test_refinement_brings_decoded_crystals_closer_to_their_codes(generator):
     ok = np.isfinite(b)
     assert ok.any() and np.all(a[ok] <= b[ok] + 1e-12) and np.any(a[ok] < b[ok])
     assert generator.decode(z[:1], cond[:1], [4])["latent_residual"].isna().all()  # refine=False: not scored
+    generator.consistency = ConsistencyConfig(top_k=2, rounds=1, species_passes=1, soft_steps=3)  # the soft fit first
+    try:
+        soft = generator.decode(z, cond, [4] * 2)
+    finally:
+        generator.consistency = None
+    assert soft["structure"].notna().any() and np.isfinite(soft["latent_residual"]).any()
 
 
 @pytest.mark.parametrize("args,message", [
@@ -176,9 +182,10 @@ def test_reconstruct_command_reports_every_metric(tmp_path, perovskite, rocksalt
     res = json.loads(out.read_text())
     for key in ("n", "cell_mae_A", "site_emd_A", "dn_sites", "species_accuracy", "match_rate", "failures",
                 "unet_nonzero_recall", "vae_mse", "vae_density_mse", "mean_map_density_mse", "true_maps",
-                "decoded_true_occupancy", "segmentation_only", "latent_residual", "refine"):
+                "decoded_true_occupancy", "segmentation_only", "latent_residual", "refine", "cell_from"):
         assert key in res, key
     assert res["n"] == 3 and res["refine"]["top_k"] == 8 and res["latent_residual"] >= 0
+    assert res["cell_from"] == "latent"
     assert [f["id"] for f in res["failures"] if f["reason"] != "decode_failed"] == ["broken"]
     assert 0 <= res["unet_nonzero_recall"] <= 1 and res["vae_density_mse"] > 0
     # two crystals: their mean map misses each by half their difference
@@ -197,8 +204,11 @@ def test_weights_without_a_prior_still_encode_and_name_the_missing_file(generato
 
     for f in ("unet.weights.h5", "unet.json", "vae.weights.h5", "vae.json"):
         (tmp_path / f).symlink_to(WEIGHTS_DIR / f)
-    gen = Generator(tmp_path, predict=False, batch_size=2, rotations=1)
+    with pytest.raises(WeightsError, match="vae_cell.npz: latent cell readout missing"):
+        Generator(tmp_path, predict=False, batch_size=2, rotations=1, refine=False).around(perovskite, 1)
+    gen = Generator(tmp_path, predict=False, batch_size=2, rotations=1, refine=False, cell_from="coords")
     assert len(gen.around(perovskite, 1, condition=3)) == 1
     with pytest.raises(WeightsError, match="vae_prior.npz: latent prior missing"):
         gen.sample(1, condition=3)
-    assert len(Generator(tmp_path, predict=False, rotations=1, prior="standard").sample(1, condition=3)) == 1
+    assert len(Generator(tmp_path, predict=False, rotations=1, prior="standard", refine=False,
+                         cell_from="coords").sample(1, condition=3)) == 1

@@ -82,12 +82,15 @@ def test_posterior_means_of_a_prepared_dataset(tiny_dataset):
     keras.utils.set_random_seed(0)
     vae = build_vae(VAEConfig(grid_size=16, latent_dim=8, filters=(4, 8), n_cond=10))
     meta = {"grid": man["grid"], "condition": man["condition"]}
-    mu, bins = posterior_means(vae, meta, ds, n_maps=100, batch_size=2)
+    mu, bins, onehot, abc = posterior_means(vae, meta, ds, n_maps=100, batch_size=2)
     train = load_arrays(ds, "train")
     assert mu.shape == (len(train["ids"]), 8)  # every training map, none of the val split
     assert np.array_equal(bins, property_bin(train["prop"], np.array(man["condition"]["edges"])))
-    again, _ = posterior_means(vae, meta, ds, n_maps=100, batch_size=3)
-    assert np.allclose(mu, again, atol=1e-5)  # batching does not change the codes
+    assert np.array_equal(onehot.argmax(1), bins) and np.allclose(abc, train["abc_A"])
+    again = posterior_means(vae, meta, ds, n_maps=100, batch_size=3)
+    assert np.allclose(mu, again.mu, atol=1e-5)  # batching does not change the codes
+    val = posterior_means(vae, meta, ds, split="val")
+    assert len(val.mu) == len(load_arrays(ds, "val")["ids"])
     with pytest.raises(ValueError, match="the VAE takes 32"):
         posterior_means(vae, {**meta, "grid": GridSpec(size=32).to_dict()}, ds)
 

@@ -17,7 +17,9 @@ With ``refine`` (default) the decoded crystals are read as in generation: segmen
 round-trip refinement towards the crystal whose code is closest to the posterior mean the map was
 decoded from (``icsg.generation.consistency``; it sees that code and the decoded maps, never the input
 crystal). ``segmentation_only`` then reports the same crystals before the refinement, and
-``latent_residual`` the mean squared code distance left.
+``latent_residual`` the mean squared code distance left. With ``cell`` (a ``LatentCell``; the CLI's
+default ``--cell-from latent``) every decoded reading takes its cell lengths from the posterior mean
+instead of the decoded coordinate channels (``icsg.generation.latent_cell``).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from icsg.data.sources import Record
 from icsg.errors import CrystalError
 from icsg.evaluation.metrics import compare, summarise
 from icsg.generation.consistency import ConsistencyConfig
+from icsg.generation.latent_cell import LatentCell
 from icsg.generation.pipeline import (DecodedBatch, batch_to_sites, batch_to_structures, refined, segment_maps,
                                       segmentation_for, segmented_batch, structures_from_sites, with_calibrated_probs)
 from icsg.grid import GridSpec
@@ -47,7 +50,8 @@ def _recall(pred_z: np.ndarray, true_z: np.ndarray) -> tuple[int, int]:
 
 def reconstruct(records: list[Record], vae, vae_meta: dict, unet, unet_meta: dict, batch_size: int = 16,
                 workers: int = 1, progress: bool = True, species_from: str = "fit",
-                rotations: int = TTA_ROTATIONS, refine: ConsistencyConfig | None = ConsistencyConfig()) -> dict:
+                rotations: int = TTA_ROTATIONS, refine: ConsistencyConfig | None = ConsistencyConfig(),
+                cell: LatentCell | None = None) -> dict:
     from tqdm.auto import tqdm
 
     spec = GridSpec.from_dict(vae_meta["grid"])
@@ -94,6 +98,8 @@ def reconstruct(records: list[Record], vae, vae_meta: dict, unet, unet_meta: dic
                 fails_true.append({"id": r.id, "reason": "decode_failed", "detail": why})
         raw = segmented_batch(unet, recon[..., 0], recon[..., 1:], unet_meta["elements_Z"], batch_size, rotations)
         cw = unet_meta.get("class_weights")
+        if cell is not None:  # the cell read from the code (icsg.generation.latent_cell), not the coordinates
+            raw = replace(raw, cell_A=cell.predict(mu, cond))
         dec = with_calibrated_probs(raw, cw)
         # the true regions, but species as the pipeline reads them from the decoded map (never the true labels);
         # the true mask also stands in for the UNet's occupancy in the "no atom" probability
@@ -134,6 +140,7 @@ def reconstruct(records: list[Record], vae, vae_meta: dict, unet, unet_meta: dic
     with_occ = summarise(pairs_occ, fails_occ, len(accepted))
     out["decoded_true_occupancy"] = {k: with_occ[k] for k in keys}
     out["refine"] = None if refine is None else asdict(refine)
+    out["cell_from"] = "coords" if cell is None else "latent"
     if refine is not None:
         seg_only = summarise(pairs_seg, [], len(accepted))
         out["segmentation_only"] = {k: seg_only[k] for k in keys}

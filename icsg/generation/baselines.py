@@ -134,7 +134,7 @@ def make_generator(model: str = "cond-dfc-vae", weights_dir: str | os.PathLike =
         raise ValueError(f"unknown model {model!r} (choose from {', '.join(MODELS)})")
     if model in ("imatgen", "ccdcgan"):
         # options of the voxel pipeline (segmentation, UNet rotations, latent prior) do not apply
-        for key in ("workers", "species_from", "rotations", "prior", "temperature", "refine"):
+        for key in ("workers", "species_from", "rotations", "prior", "temperature", "refine", "cell_from"):
             kwargs.pop(key, None)
         return (ImatgenGenerator if model == "imatgen" else CCDCGANGenerator)(weights_dir, **kwargs)
     from icsg.generation.generator import Generator

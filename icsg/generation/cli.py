@@ -81,6 +81,7 @@ def run_generate(a) -> dict:
         raise ValueError(f"--n must be positive, got {a.n}")
     t0 = time.perf_counter()
     from icsg.generation.baselines import make_generator
+    from icsg.generation.consistency import ConsistencyConfig
 
     conditional = a.model == "cond-dfc-vae"
     if not conditional and a.condition is not None:
@@ -88,7 +89,8 @@ def run_generate(a) -> dict:
                          "--target sets the property window only")
     gen = make_generator(a.model, a.weights, seed=a.seed, batch_size=a.batch, workers=a.workers,
                          species_from=a.species, rotations=a.tta, prior=a.prior, temperature=a.temperature,
-                         refine=not a.no_refine)
+                         refine=False if a.no_refine else ConsistencyConfig(soft_steps=a.soft_steps),
+                         cell_from=a.cell_from)
     prop = gen.condition_property
     base, target, mode = None, None, "random"
     if a.interpolate:
@@ -154,6 +156,8 @@ def run_generate(a) -> dict:
         "wall_seconds": seconds, "crystals_per_second": len(df) / seconds,
         "decode_seconds": df.attrs["seconds"], "seed": a.seed,
         "refine": conditional and not a.no_refine,
+        "soft_steps": a.soft_steps if conditional and not a.no_refine else 0,
+        "cell_from": a.cell_from if conditional else None,
         "prior": (f"{a.prior} (temperature {a.temperature})" if mode == "random" and conditional else None),
         "weights": str(a.weights), "note": "properties are CGCNN predictions, not DFT",
     }
@@ -191,6 +195,12 @@ def register_cli(sub) -> None:
     p.add_argument("--no-refine", action="store_true",
                    help="keep the segmentation's reading of each map instead of the crystal whose code is closest to "
                         "the map's latent vector (icsg.generation.consistency; several times faster, less accurate)")
+    p.add_argument("--soft-steps", type=int, default=0, metavar="N",
+                   help="before the refinement's discrete search, N Adam steps of the soft fit through the encoder "
+                        "(icsg.generation.soft_fit; default 0 = off; 60 measured: about twice the cost)")
+    p.add_argument("--cell-from", choices=("latent", "coords"), default="latent",
+                   help="cell lengths from the latent vector by the readout beside the VAE weights (latent, default; "
+                        "weights/vae_cell.npz) or from the decoded coordinate channels (coords, the paper)")
     p.add_argument("--prior", choices=("fitted", "standard"), default="fitted",
                    help="random mode: z from the Gaussian fitted to the codes of the training crystals of the requested "
                         "bin (fitted, default; weights/vae_prior.npz) or N(0, I) (standard, paper)")

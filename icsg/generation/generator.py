@@ -29,6 +29,7 @@ from icsg.generation import filters as F
 from icsg.generation.consistency import ConsistencyConfig
 from icsg.generation.pipeline import (batch_to_sites, decode_latents, refined, segmentation_for,
                                       structures_from_sites)
+from icsg.generation.latent_cell import CELL_FROM, cell_readout
 from icsg.generation.latent_prior import PRIOR_FILE, PRIORS, load_latent_prior
 from icsg.generation.sampling import interpolate, sample_around, sample_prior
 from icsg.grid import GridSpec
@@ -54,16 +55,22 @@ class Generator:
             weights (vae_prior.npz, ``icsg.generation.latent_prior``), or 'standard', the paper's N(0, I).
         temperature: scales the spread of the fitted prior (1 = as fitted).
         refine: read each decoded map as the crystal whose code is closest to the map's latent vector
-            (``icsg.generation.consistency``; default on, a ``ConsistencyConfig`` to tune it, False for the
-            segmentation alone, several times faster).
+            (``icsg.generation.consistency``; default on, a ``ConsistencyConfig`` to tune it, e.g.
+            ``ConsistencyConfig(soft_steps=60)`` for the soft fit first, False for the segmentation alone,
+            several times faster).
+        cell_from: 'latent' (default): cell lengths from the latent vector by the ridge readout stored beside
+            the VAE weights (vae_cell.npz, ``icsg.generation.latent_cell``); 'coords': from the decoded
+            coordinate channels, as in the paper.
     """
 
     def __init__(self, weights_dir: str | os.PathLike = WEIGHTS_DIR, vae=None, unet=None, predict: bool = True,
                  seed: int = 0, batch_size: int = 32, workers: int = 1, species_from: str = "fit",
                  rotations: int = TTA_ROTATIONS, prior: str = "fitted", temperature: float = 1.0,
-                 refine: bool | ConsistencyConfig = True):
+                 refine: bool | ConsistencyConfig = True, cell_from: str = "latent"):
         if prior not in PRIORS:
             raise ValueError(f"prior must be one of {PRIORS}, got {prior!r}")
+        if cell_from not in CELL_FROM:
+            raise ValueError(f"cell_from must be one of {CELL_FROM}, got {cell_from!r}")
         self.unet, self.unet_meta = load_unet(unet or weights_dir)
         self.vae, self.vae_meta = load_vae(vae or weights_dir)
         self.spec = GridSpec.from_dict(self.vae_meta["grid"])
@@ -76,6 +83,7 @@ class Generator:
         self.prior_name, self.temperature = prior, float(temperature)
         self.consistency = ConsistencyConfig() if refine is True else (refine or None)
         self._prior_path = Path(vae or weights_dir) / PRIOR_FILE
+        self.cell_from, self._vae_dir = cell_from, Path(vae or weights_dir)
         self.predictor = None
         if predict:
             from icsg.predict import PropertyPredictor
@@ -87,6 +95,11 @@ class Generator:
         """The fitted prior of random sampling (None for 'standard'); read on first use, so the other
         modes work with weights that have none."""
         return load_latent_prior(self._prior_path, self.latent_dim) if self.prior_name == "fitted" else None
+
+    @cached_property
+    def latent_cell(self):
+        """The cell readout of decoding (None for cell_from='coords'); read on first decode."""
+        return cell_readout(self._vae_dir, self.cell_from, self.vae_meta)
 
     # --- conditions ----------------------------------------------------------------
     @property
@@ -169,7 +182,7 @@ class Generator:
         for i in tqdm(range(0, len(z), self.batch_size), desc="decoding", unit="batch", disable=None):
             zb, cb = z[i:i + self.batch_size], cond[i:i + self.batch_size]
             b = decode_latents(self.vae, self.unet, zb, cb, self.unet_meta["elements_Z"], self.batch_size,
-                               self.rotations, self.unet_meta.get("class_weights"))
+                               self.rotations, self.unet_meta.get("class_weights"), self.latent_cell)
             densities.append(b.density[:, :, :, self.spec.size // 2].copy())
             items = batch_to_sites(b, self.spec, self.segmentation, workers=self.workers)
             items = refined(self.vae, items, b, zb, cb, self.spec, self.segmentation, self.consistency)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -87,16 +88,24 @@ def fit_latent_prior(mu: np.ndarray, bins: np.ndarray | None = None, n_bins: int
     return LatentPrior(np.stack(means), np.stack(chols), np.array(counts), int(len(mu)), str(source))
 
 
+class Codes(NamedTuple):
+    mu: np.ndarray      # (N, D) posterior means
+    bins: np.ndarray    # (N,) property bin of each map
+    onehot: np.ndarray  # (N, K) the condition each map was encoded under
+    abc_A: np.ndarray   # (N, 3) cell lengths in Å
+
+
 def posterior_means(vae, vae_meta: dict, data_dir: str | os.PathLike, n_maps: int = 8192, seed: int = 0,
-                    batch_size: int = 32) -> tuple[np.ndarray, np.ndarray]:
-    """(μ, property bin) of up to ``n_maps`` training maps of a prepared dataset, each under its own bin."""
+                    batch_size: int = 32, split: str = "train") -> Codes:
+    """Posterior means of up to ``n_maps`` maps of one split of a prepared dataset, each under its own bin,
+    with the bins, conditions and cell lengths."""
     from icsg.data.dataset import condition_onehot, load_arrays
     from icsg.grid import GridSpec
     from icsg.representation.density import vae_input
 
-    arrays = load_arrays(data_dir, "train")
+    arrays = load_arrays(data_dir, split)
     if len(arrays["ids"]) == 0:
-        raise ValueError(f"{data_dir}: no training maps")
+        raise ValueError(f"{data_dir}: no {'training' if split == 'train' else split} maps")
     grid = GridSpec.from_dict(vae_meta["grid"])
     if arrays["density"].shape[1] != grid.size:
         raise ValueError(f"{data_dir}: maps are {arrays['density'].shape[1]}^3, the VAE takes {grid.size}^3")
@@ -108,7 +117,7 @@ def posterior_means(vae, vae_meta: dict, data_dir: str | os.PathLike, n_maps: in
         x = vae_input(arrays["density"][idx], arrays["abc_A"][idx], grid)
         mu, _ = vae.encoder.predict([x, onehot[i:i + batch_size]], verbose=0)
         out.append(np.asarray(mu))
-    return np.concatenate(out), onehot.argmax(1).astype(int)
+    return Codes(np.concatenate(out), onehot.argmax(1).astype(int), onehot, np.asarray(arrays["abc_A"][pick]))
 
 
 def save_latent_prior(prior: LatentPrior, path: str | os.PathLike) -> None:
@@ -120,16 +129,13 @@ def save_latent_prior(prior: LatentPrior, path: str | os.PathLike) -> None:
 
 def load_latent_prior(path: str | os.PathLike, latent_dim: int | None = None) -> LatentPrior:
     """The stored prior, or WeightsError naming the file and the reason (missing, corrupt, wrong size)."""
-    path = Path(path)
-    if not path.exists():
-        raise WeightsError(f"{path}: latent prior missing (make it with `icsg fit-latent-prior DATA`, "
-                           "or sample the paper's N(0, I) with prior='standard')")
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            mean, chol = np.asarray(f["mean"], np.float64), np.asarray(f["chol"], np.float64)
-            counts, n_maps, source = np.asarray(f["counts"], int), int(f["n_maps"]), str(f["source"])
-    except Exception as exc:  # zipfile.BadZipFile, KeyError, ValueError on a truncated or foreign file
-        raise WeightsError(f"{path}: cannot read latent prior ({type(exc).__name__}: {str(exc)[:200]})") from None
+    from icsg.io import load_weights_npz
+
+    f = load_weights_npz(path, "latent prior", ("mean", "chol", "counts", "n_maps", "source"),
+                         "make it with `icsg fit-latent-prior DATA`, or sample the paper's N(0, I) with "
+                         "prior='standard'")
+    mean, chol = f["mean"].astype(np.float64), f["chol"].astype(np.float64)
+    counts, n_maps, source = f["counts"].astype(int), int(f["n_maps"]), str(f["source"])
     k, d = mean.shape if mean.ndim == 2 else (0, 0)
     if (mean.ndim != 2 or chol.shape != (k, d, d) or counts.shape != (k,) or not np.all(np.isfinite(chol))
             or not np.all(np.isfinite(mean))):
@@ -143,17 +149,32 @@ def load_latent_prior(path: str | os.PathLike, latent_dim: int | None = None) ->
 def write_prior_for(vae, meta: dict, weights_dir: str | os.PathLike, data_dir: str | os.PathLike,
                     n_maps: int = 8192, seed: int = 0) -> LatentPrior:
     """Fit the per-bin prior of ``vae`` on ``data_dir``, write WEIGHTS/vae_prior.npz and record it in ``meta``
-    (the caller writes ``meta`` to vae.json, so the description names the prior that belongs to it)."""
+    (the caller writes ``meta`` to vae.json, so the description names the prior that belongs to it).
+    The cell readout (``icsg.generation.latent_cell``) is fitted on the same codes and written beside it,
+    with its error on the dataset's validation maps when it has some."""
+    from icsg.generation.latent_cell import CELL_FILE, fit_latent_cell, save_latent_cell
     from icsg.pretrained import sha256
 
-    mu, bins = posterior_means(vae, meta, data_dir, n_maps, seed)
-    prior = fit_latent_prior(mu, bins, int(meta["condition"]["n_bins"]), source=str(data_dir))
+    codes = posterior_means(vae, meta, data_dir, n_maps, seed)
+    prior = fit_latent_prior(codes.mu, codes.bins, int(meta["condition"]["n_bins"]), source=str(data_dir))
     out = Path(weights_dir) / PRIOR_FILE
     save_latent_prior(prior, out)
     cov_diag = np.sum(prior.chol**2, axis=2)
     meta["latent_prior"] = {"file": PRIOR_FILE, "sha256": sha256(out), "maps": prior.n_maps, "data": str(data_dir),
                             "seed": seed, "per_bin": prior.counts.tolist(),
                             "mean_std": float(np.mean(np.sqrt(cov_diag)))}
+    cell = fit_latent_cell(codes.mu, codes.onehot, codes.abc_A, source=str(data_dir))
+    out = Path(weights_dir) / CELL_FILE
+    save_latent_cell(cell, out)
+    meta["latent_cell"] = {"file": CELL_FILE, "sha256": sha256(out), "maps": cell.n_maps, "data": str(data_dir),
+                           "alpha": cell.alpha,
+                           "train_mae_A": float(np.mean(np.abs(cell.predict(codes.mu, codes.onehot) - codes.abc_A)))}
+    try:
+        val = posterior_means(vae, meta, data_dir, n_maps, seed, split="val")
+        meta["latent_cell"].update(val_maps=len(val.mu),
+                                   val_mae_A=float(np.mean(np.abs(cell.predict(val.mu, val.onehot) - val.abc_A))))
+    except ValueError:  # no validation split
+        pass
     return prior
 
 
@@ -166,17 +187,21 @@ def cmd_fit_latent_prior(a) -> int:
     prior = write_prior_for(vae, meta, weights, a.data, a.maps, a.seed)
     if (weights / "vae.json").exists():  # a weights folder; a training run keeps its model.json as it is
         atomic_write_json(weights / "vae.json", meta)
+    cell = meta["latent_cell"]
     print(f"latent prior from {prior.n_maps} maps (per-dimension std {meta['latent_prior']['mean_std']:.3f}) "
-          f"-> {weights / PRIOR_FILE}")
+          f"-> {weights / PRIOR_FILE}; cell readout (MAE {cell['train_mae_A']:.3f} Å on those maps, "
+          f"{cell.get('val_mae_A', float('nan')):.3f} Å on validation maps) -> {weights / cell['file']}")
     return 0
 
 
 def register_cli(sub) -> None:
-    p = sub.add_parser("fit-latent-prior", help="fit the Gaussians that random generation samples z from",
+    p = sub.add_parser("fit-latent-prior", help="fit the Gaussians that random generation samples z from, and "
+                                                "the cell readout of decoding",
                        description="Encode training maps of a prepared dataset with the VAE, fit N(mean, Σ) "
                                    "(Ledoit-Wolf) to the posterior means of each property bin and write "
-                                   "WEIGHTS/vae_prior.npz; "
-                                   "`icsg generate` samples from it unless --prior standard.")
+                                   "WEIGHTS/vae_prior.npz (`icsg generate` samples from it unless --prior standard), "
+                                   "and fit the ridge readout of cell lengths from the codes to WEIGHTS/vae_cell.npz "
+                                   "(decoding reads the cell from it unless --cell-from coords).")
     p.add_argument("data", help="prepared dataset (icsg prepare) the VAE was trained on")
     p.add_argument("--weights", default=None, help="folder with vae.* (default: the shipped weights/)")
     p.add_argument("--maps", type=int, default=8192, help="training maps to encode (default 8192, ~4 min)")

@@ -13,6 +13,7 @@ import numpy as np
 
 import icsg  # noqa: F401
 from icsg.generation.consistency import ConsistencyConfig, Sites, refine_sites, spare_positions
+from icsg.generation.latent_cell import LatentCell
 from icsg.grid import GridSpec
 from icsg.representation.augment import TTA_ROTATIONS, cube_rotations, rotate_map, unrotate_map
 from icsg.parallel import pmap
@@ -29,6 +30,7 @@ class DecodedBatch:
     occupancy: np.ndarray  # (B, n, n, n) UNet occupancy probability
     class_probs: np.ndarray | None = None  # (B, n, n, n, C) UNet species softmax, for the species prior
     classes_Z: np.ndarray | None = None    # (C,) Z of each class (0 = background)
+    cell_A: np.ndarray | None = None       # (B, 3) cell lengths (Å) read from the latent vectors; None: from coords
 
 
 SPECIES_FROM = ("fit", "unet")
@@ -133,17 +135,20 @@ def segmented_batch(unet, density: np.ndarray, coords: np.ndarray, elements_Z: l
 
 
 def decode_latents(vae, unet, z: np.ndarray, cond: np.ndarray, elements_Z: list[int],
-                   batch_size: int = 16, rotations: int = TTA_ROTATIONS, class_weights=None) -> DecodedBatch:
-    """Latent vectors (B, latent) + one-hot conditions (B, K) -> decoded maps and segmentations."""
+                   batch_size: int = 16, rotations: int = TTA_ROTATIONS, class_weights=None,
+                   cell: LatentCell | None = None) -> DecodedBatch:
+    """Latent vectors (B, latent) + one-hot conditions (B, K) -> decoded maps and segmentations; the cell
+    lengths from ``cell`` (``icsg.generation.latent_cell``) when given, else from the decoded coordinates."""
     x = np.asarray(vae.decoder.predict([z.astype(np.float32), cond.astype(np.float32)],
                                        batch_size=batch_size, verbose=0))
-    return segmented_batch(unet, x[..., 0], x[..., 1:], elements_Z, batch_size, rotations, class_weights)
+    b = segmented_batch(unet, x[..., 0], x[..., 1:], elements_Z, batch_size, rotations, class_weights)
+    return b if cell is None else replace(b, cell_A=cell.predict(z, cond))
 
 
 def _to_sites(args):
-    species, occ, dens, coords, spec, seg, probs, classes_Z = args
+    species, occ, dens, coords, spec, seg, probs, classes_Z, cell = args
     try:
-        abc = check_cell_lengths(lengths_from_coordinates(coords, spec))
+        abc = check_cell_lengths(lengths_from_coordinates(coords, spec) if cell is None else cell)
         z, cents = find_sites(species, dens, occ, seg)
         z, cents = assign_species(z, cents, dens, abc, spec, seg, probs, classes_Z)
         if len(z) == 0:
@@ -158,7 +163,8 @@ def batch_to_sites(b: DecodedBatch, spec: GridSpec, seg: SegmentationConfig = Se
     """[(Sites or None, failure reason or None)] for every map of the batch: cell, elements and sites
     before they become a Structure (``icsg.generation.consistency.refine_sites`` works on these)."""
     items = [(b.species[i], b.occupancy[i], b.density[i], b.coords[i], spec, seg,
-              None if b.class_probs is None else b.class_probs[i], b.classes_Z) for i in range(len(b.density))]
+              None if b.class_probs is None else b.class_probs[i], b.classes_Z,
+              None if b.cell_A is None else b.cell_A[i]) for i in range(len(b.density))]
     return list(pmap(_to_sites, items, workers=workers, total=len(items), progress=progress,
                      desc="segmenting", chunksize=4))
 
@@ -178,24 +184,38 @@ def structures_from_sites(items: list[tuple], spec: GridSpec, seg: SegmentationC
     return out
 
 
+def _with_candidates(items: list[tuple], b: DecodedBatch, spec: GridSpec, seg: SegmentationConfig) -> None:
+    """Each site's class log-probabilities (the elements the search tries) and the spare positions with theirs."""
+    from icsg.segmentation.species_fit import site_class_log_probs
+
+    for i, (s, _) in enumerate(items):
+        if s is None:
+            continue
+        s.log_probs = site_class_log_probs(b.class_probs[i], s.centroids_vox, seg.prior_radius_vox)
+        s.spare_vox = spare_positions(b.density[i], s.z, s.centroids_vox, s.abc_A, spec)
+        s.spare_log_probs = site_class_log_probs(b.class_probs[i], s.spare_vox, seg.prior_radius_vox)
+
+
 def refined(vae, items: list[tuple], b: DecodedBatch, latents: np.ndarray, cond: np.ndarray, spec: GridSpec,
             seg: SegmentationConfig, cfg: ConsistencyConfig | None) -> list[tuple]:
     """``batch_to_sites(b, ...)`` output moved towards round-trip consistency with the latent vectors the maps
-    were decoded from (``icsg.generation.consistency``); unchanged when ``cfg`` is None.
+    were decoded from (``icsg.generation.consistency``); unchanged when ``cfg`` is None. With
+    ``cfg.soft_steps`` the soft fit (``icsg.generation.soft_fit``) comes first and the discrete search
+    polishes its result.
 
     What the search may try comes from the batch, and only here, so reading without refinement pays nothing
     for it: each site's class log-probabilities (the elements tried) and the spare positions with theirs."""
     if cfg is None:
         return items
     if b.class_probs is not None:
-        from icsg.segmentation.species_fit import site_class_log_probs
+        _with_candidates(items, b, spec, seg)
+        if cfg.soft_steps > 0:
+            from icsg.generation.soft_fit import soft_fit
 
-        for i, (s, _) in enumerate(items):
-            if s is None:
-                continue
-            s.log_probs = site_class_log_probs(b.class_probs[i], s.centroids_vox, seg.prior_radius_vox)
-            s.spare_vox = spare_positions(b.density[i], s.z, s.centroids_vox, s.abc_A, spec)
-            s.spare_log_probs = site_class_log_probs(b.class_probs[i], s.spare_vox, seg.prior_radius_vox)
+            fitted = soft_fit(vae, [s for s, _ in items], latents, cond, b.classes_Z, spec, cfg.soft_steps,
+                              cfg.soft_top_k)
+            items = [(f, why) for f, (_, why) in zip(fitted, items)]
+            _with_candidates(items, b, spec, seg)
     refine_sites(vae, [s for s, _ in items], latents, cond, b.classes_Z, spec, cfg)
     return items
 
