@@ -7,7 +7,7 @@ Reports validity, the filter funnel, novelty against the perov_5 training split,
 uniqueness, the predicted conditioning property per requested decile (Spearman
 correlation of decile and prediction), crystals per second and peak memory.
 Writes benchmarks/results/generation.json (generation_segmentation.json with --no-refine, a suffix _coords_cell
-with --cell-from coords),
+with --cell-from coords, _no_soft with --soft-steps 0),
 results/generation_deciles.png and the
 generation section of benchmarks/RESULTS.md.
 """
@@ -28,6 +28,7 @@ sys.path.insert(0, str(HERE))
 from results_md import update_section  # noqa: E402
 
 from icsg.data.sources import iter_source  # noqa: E402
+from icsg.generation.consistency import ConsistencyConfig  # noqa: E402
 from icsg.generation.generator import Generator, apply_filters, load_training_set  # noqa: E402
 
 DATA = HERE.parent.parent / "shared" / "data" / "perov_5"
@@ -45,12 +46,15 @@ def main(argv=None) -> int:
     ap.add_argument("--weights", default=str(HERE.parent / "weights"))
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-refine", action="store_true", help="segmentation only, no round-trip refinement")
+    ap.add_argument("--soft-steps", type=int, default=60,
+                    help="soft fit before the refinement's discrete search (icsg generate --soft-steps; 0 = off)")
     ap.add_argument("--cell-from", choices=("latent", "coords"), default="latent",
                     help="cell lengths from the code's readout (default) or the decoded coordinates (the paper)")
     a = ap.parse_args(argv)
     per_decile, n_bases, per_base = (10, 3, 10) if a.quick else (100, 10, 100)
     per_decile, n_bases, per_base = (a.per_decile or per_decile, a.bases or n_bases, a.per_base or per_base)
-    gen = Generator(a.weights, seed=a.seed, batch_size=32, refine=not a.no_refine, cell_from=a.cell_from)
+    refine = False if a.no_refine else ConsistencyConfig(soft_steps=a.soft_steps)
+    gen = Generator(a.weights, seed=a.seed, batch_size=32, refine=refine, cell_from=a.cell_from)
     prop = gen.condition_property
     t0 = time.perf_counter()
     training = load_training_set(DATA / "train.csv.gz")
@@ -86,7 +90,7 @@ def main(argv=None) -> int:
     # the same random sampling under the paper's N(0, I) prior (the generator above uses the fitted prior)
     per_std = a.standard_per_decile or max(1, per_decile // 3)
     gen_std = Generator(a.weights, seed=a.seed, batch_size=32, prior="standard", predict=False,
-                        refine=not a.no_refine, cell_from=a.cell_from)
+                        refine=refine, cell_from=a.cell_from)
     t0 = time.perf_counter()
     std = pd.concat([gen_std.sample(per_std, condition=k) for k in range(gen.n_bins)], ignore_index=True)
     t_std = time.perf_counter() - t0
@@ -116,8 +120,10 @@ def main(argv=None) -> int:
                                                                         ("bases", a.bases), ("per_base", a.per_base),
                                                                         ("standard_per_decile", a.standard_per_decile))
                              if v) + (" --no-refine" if a.no_refine else "")
-                   + (" --cell-from coords" if a.cell_from == "coords" else ""),
+                   + (" --cell-from coords" if a.cell_from == "coords" else "")
+                   + (f" --soft-steps {a.soft_steps}" if a.soft_steps != 60 and not a.no_refine else ""),
         "refine": not a.no_refine,
+        "soft_steps": 0 if a.no_refine else a.soft_steps,
         "cell_from": a.cell_from,
         "condition_property": prop,
         "random": {"n": len(rnd), "validity": float(rnd["valid"].mean()),
@@ -143,7 +149,7 @@ def main(argv=None) -> int:
     out.mkdir(exist_ok=True)
     # the segmentation-only run has its own files and section, so both stay on record
     name = ("generation_segmentation" if a.no_refine else "generation") + (
-        "_coords_cell" if a.cell_from == "coords" else "")
+        "_coords_cell" if a.cell_from == "coords" else "") + ("_no_soft" if not a.soft_steps and not a.no_refine else "")
     (out / f"{name}.json").write_text(json.dumps(res, indent=2, default=float))
     _plot(rnd, prop, gen, out / f"{name}_deciles.png")
     update_section(HERE / "RESULTS.md", name, render(res, name))
@@ -197,6 +203,8 @@ def render(res: dict, name: str = "generation") -> str:
     title = "Generation (shipped weights)" + ("" if refine else ", segmentation only (no round-trip refinement)")
     if res.get("cell_from") != "latent":
         title += ", cell from the decoded coordinates"
+    if refine and not res.get("soft_steps"):
+        title += ", no soft fit before the search"
     lines = [f"## {title}", "",
              f"Command: `{res['command']}` (results/{name}.json, plot results/{name}_deciles.png)"
              + (f", measured {res['measured_at']}" if res.get("measured_at") else "") + ". "

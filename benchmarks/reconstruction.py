@@ -6,7 +6,7 @@
 
 Runs the same code as ``icsg reconstruct`` and writes benchmarks/results/reconstruction.json
 (reconstruction_segmentation.json with --no-refine, a suffix _coords_cell with --cell-from coords,
-_soft with --soft-steps),
+_no_soft with --soft-steps 0),
 results/reconstruction_slices.png (true vs decoded density mid-slices) and the
 reconstruction section of benchmarks/RESULTS.md, with the training cost per epoch
 recorded in the weights' JSON and inference time per crystal measured here.
@@ -40,27 +40,28 @@ def main(argv=None) -> int:
     ap.add_argument("--limit", type=int, default=None)
     ap.add_argument("--weights", default=str(HERE.parent / "weights"))
     ap.add_argument("--no-refine", action="store_true", help="segmentation only (icsg reconstruct --no-refine)")
-    ap.add_argument("--soft-steps", type=int, default=0,
-                    help="soft fit before the discrete search (icsg reconstruct --soft-steps; 0 = off)")
+    ap.add_argument("--soft-steps", type=int, default=60,
+                    help="soft fit before the discrete search (icsg reconstruct --soft-steps; default 60, 0 = off)")
     ap.add_argument("--cell-from", choices=("latent", "coords"), default="latent",
                     help="cell lengths from the code's readout (default) or the decoded coordinates (the paper)")
     a = ap.parse_args(argv)
     unet, um = load_unet(a.weights)
     vae, vm = load_vae(a.weights)
     recs = list(iter_source(str(DATA / "val.csv.gz"), limit=a.limit))
-    res = reconstruct(recs, vae, vm, unet, um, batch_size=16, refine=None if a.no_refine else ConsistencyConfig(soft_steps=a.soft_steps),
+    refine = None if a.no_refine else ConsistencyConfig(soft_steps=a.soft_steps)
+    res = reconstruct(recs, vae, vm, unet, um, batch_size=16, refine=refine,
                       cell=cell_readout(a.weights, a.cell_from, vm))
     res["command"] = ("python benchmarks/reconstruction.py" + (f" --limit {a.limit}" if a.limit else "")
                       + (" --no-refine" if a.no_refine else "") + (" --cell-from coords" if a.cell_from == "coords"
                                                                     else "")
-                      + (f" --soft-steps {a.soft_steps}" if a.soft_steps and not a.no_refine else ""))
+                      + (f" --soft-steps {a.soft_steps}" if a.soft_steps != 60 and not a.no_refine else ""))
     res["training"] = {"unet": um.get("training"), "vae": vm.get("training")}
     res.pop("failures_detail", None)
     out = HERE / "results"
     out.mkdir(exist_ok=True)
     # the segmentation-only run has its own file and section, so both stay on record
     name = ("reconstruction_segmentation" if a.no_refine else "reconstruction") + (
-        "_coords_cell" if a.cell_from == "coords" else "") + ("_soft" if a.soft_steps and not a.no_refine else "")
+        "_coords_cell" if a.cell_from == "coords" else "") + ("_no_soft" if not a.soft_steps and not a.no_refine else "")
     (out / f"{name}.json").write_text(json.dumps(res, indent=2, default=float))
     _slices(recs[:6], vae, vm, out / "reconstruction_slices.png")
     update_section(HERE / "RESULTS.md", name, render(res, name))
@@ -123,12 +124,13 @@ def render(res: dict, name: str = "reconstruction") -> str:
              "Reconstruction through the trained VAE and UNet, segmentation only (no round-trip refinement)")
     if res.get("cell_from") != "latent":
         title += ", cell from the decoded coordinates"
-    if (refine or {}).get("soft_steps"):
-        title += f", soft fit ({refine['soft_steps']} steps) before the search"
+    if refine and not refine.get("soft_steps"):
+        title += ", no soft fit before the search"
     lines = [f"## {title}", "",
              f"Command: `{res['command']}` (results/{name}.json); equivalent to `icsg reconstruct "
              f"../shared/data/perov_5/val.csv.gz{'' if refine else ' --no-refine'}"
-             f"{' --cell-from coords' if res.get('cell_from') != 'latent' else ''}`. n = {res['n']}, decoded "
+             f"{' --cell-from coords' if res.get('cell_from') != 'latent' else ''}"
+             f"{' --soft-steps 0' if refine and not refine.get('soft_steps') else ''}`. n = {res['n']}, decoded "
              f"{res['n_decoded']}, {res['seconds_per_crystal'] * 1000:.0f} ms per crystal end to end on this machine "
              f"(encode, VAE, UNet on true and decoded maps, segmentation{', refinement' if refine else ''}, metrics)."
              + (f" Measured at {res['measured_at']}." if res.get("measured_at") else ""), "",

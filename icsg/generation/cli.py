@@ -195,9 +195,9 @@ def register_cli(sub) -> None:
     p.add_argument("--no-refine", action="store_true",
                    help="keep the segmentation's reading of each map instead of the crystal whose code is closest to "
                         "the map's latent vector (icsg.generation.consistency; several times faster, less accurate)")
-    p.add_argument("--soft-steps", type=int, default=0, metavar="N",
+    p.add_argument("--soft-steps", type=int, default=60, metavar="N",
                    help="before the refinement's discrete search, N Adam steps of the soft fit through the encoder "
-                        "(icsg.generation.soft_fit; default 0 = off; 60 measured: about twice the cost)")
+                        "(icsg.generation.soft_fit; default 60; 0 = off, faster)")
     p.add_argument("--cell-from", choices=("latent", "coords"), default="latent",
                    help="cell lengths from the latent vector by the readout beside the VAE weights (latent, default; "
                         "weights/vae_cell.npz) or from the decoded coordinate channels (coords, the paper)")

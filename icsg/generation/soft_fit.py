@@ -11,10 +11,11 @@ map drawn from them by eq. 1 (a mixture of the elements' Gaussians) is encoded a
 minimised by Adam. The result is rounded (likeliest element, occupancy > 1/2) and handed to the discrete
 search, which only has to polish it.
 
-The gradient runs through the Keras encoder on the torch or the tensorflow backend. Off by default
-(``ConsistencyConfig.soft_steps = 0``; ``--soft-steps N`` in ``icsg reconstruct`` and ``icsg generate``):
-it doubles the refinement's cost and has been measured on few crystals so far (``soft_fit`` below,
-``python benchmarks/reconstruction.py --limit 200 --soft-steps 60``).
+The gradient runs through the Keras encoder on the torch or the tensorflow backend. On by default
+(``ConsistencyConfig.soft_steps = 60``; ``--soft-steps 0`` in ``icsg reconstruct`` and ``icsg generate``
+turns it off). On the first 200 perov_5 validation crystals: match 0.18 -> 0.20, species 0.63 -> 0.68,
+site EMD 0.244 -> 0.240 Å, |Δn| 0.47 -> 0.46, code distance left 0.032 -> 0.014, 9.0 s per crystal
+against 7.3 (``python benchmarks/reconstruction.py --limit 200 [--soft-steps 0]``).
 """
 
 from __future__ import annotations
