@@ -149,7 +149,8 @@ def main(argv=None) -> int:
     out.mkdir(exist_ok=True)
     # the segmentation-only run has its own files and section, so both stay on record
     name = ("generation_segmentation" if a.no_refine else "generation") + (
-        "_coords_cell" if a.cell_from == "coords" else "") + ("_no_soft" if not a.soft_steps and not a.no_refine else "")
+        "_coords_cell" if a.cell_from == "coords" else "")
+    name += "_no_soft" if not a.soft_steps and not a.no_refine else ""
     (out / f"{name}.json").write_text(json.dumps(res, indent=2, default=float))
     _plot(rnd, prop, gen, out / f"{name}_deciles.png")
     update_section(HERE / "RESULTS.md", name, render(res, name))
