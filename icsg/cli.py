@@ -145,12 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
     rc.add_argument("--no-refine", action="store_true",
                     help="report the segmentation's reading of the decoded maps without the round-trip refinement "
                          "(icsg.generation.consistency; several times faster)")
-    rc.add_argument("--soft-steps", type=int, default=60, metavar="N",
-                    help="before the refinement's discrete search, N Adam steps of the soft fit through the encoder "
-                         "(icsg.generation.soft_fit; default 60; 0 = off, faster)")
-    rc.add_argument("--cell-from", choices=("latent", "coords"), default="latent",
-                    help="cell lengths from the latent vector by the readout beside the VAE weights (latent, "
-                         "default; vae_cell.npz) or from the decoded coordinate channels (coords, the paper)")
+    from icsg.generation.cli import add_reading_options
+
+    add_reading_options(rc)
     rc.set_defaults(func=cmd_reconstruct)
 
     for register in _extra_commands():

@@ -165,6 +165,16 @@ def run_generate(a) -> dict:
     return summary
 
 
+def add_reading_options(p) -> None:
+    """How decoded maps are read into crystals: the options `icsg generate` and `icsg reconstruct` share."""
+    p.add_argument("--soft-steps", type=int, default=60, metavar="N",
+                   help="before the refinement's discrete search, N Adam steps of the soft fit through the encoder "
+                        "(icsg.generation.soft_fit; default 60; 0 = off, faster)")
+    p.add_argument("--cell-from", choices=("latent", "coords"), default="latent",
+                   help="cell lengths from the latent vector by the readout beside the VAE weights (latent, default; "
+                        "vae_cell.npz) or from the decoded coordinate channels (coords, the paper)")
+
+
 def register_cli(sub) -> None:
     p = sub.add_parser("generate", help="generate property-conditioned crystals with the shipped models",
                        description="Sample the Cond-DFC-VAE (random per condition, around a base crystal, or "
@@ -195,12 +205,7 @@ def register_cli(sub) -> None:
     p.add_argument("--no-refine", action="store_true",
                    help="keep the segmentation's reading of each map instead of the crystal whose code is closest to "
                         "the map's latent vector (icsg.generation.consistency; several times faster, less accurate)")
-    p.add_argument("--soft-steps", type=int, default=60, metavar="N",
-                   help="before the refinement's discrete search, N Adam steps of the soft fit through the encoder "
-                        "(icsg.generation.soft_fit; default 60; 0 = off, faster)")
-    p.add_argument("--cell-from", choices=("latent", "coords"), default="latent",
-                   help="cell lengths from the latent vector by the readout beside the VAE weights (latent, default; "
-                        "weights/vae_cell.npz) or from the decoded coordinate channels (coords, the paper)")
+    add_reading_options(p)
     p.add_argument("--prior", choices=("fitted", "standard"), default="fitted",
                    help="random mode: z from the Gaussian fitted to the codes of the training crystals of the requested "
                         "bin (fitted, default; weights/vae_prior.npz) or N(0, I) (standard, paper)")

@@ -53,7 +53,9 @@ def _value_and_grads(f, arrays: list[np.ndarray]) -> tuple[np.ndarray, list[np.n
             loss = f(*ts)
             total = tf.reduce_sum(loss)
         return np.asarray(loss), [np.asarray(g) for g in tape.gradient(total, ts)]
-    raise NotImplementedError(f"the soft fit needs gradients from the torch or tensorflow backend, not {backend}")
+    raise RuntimeError(f"the soft fit takes its gradients from the torch or tensorflow backend, and Keras runs on "
+                       f"{backend}: set KERAS_BACKEND=torch, or turn the soft fit off (--soft-steps 0, "
+                       "ConsistencyConfig(soft_steps=0))")
 
 
 def render_soft(pos_A, weights, occupancy, abc_A, amp, sigma_A, spec: GridSpec):
