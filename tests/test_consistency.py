@@ -112,6 +112,10 @@ def test_refine_checks_its_inputs():
         refine_sites(_FakeVAE(), [None, None], np.zeros((1, 4)), np.zeros((2, 10)), CLASSES, SPEC)
     with pytest.raises(ValueError, match="parabola"):
         ConsistencyConfig(cell_steps=2)
+    with pytest.raises(ValueError, match="z_neighbours"):
+        ConsistencyConfig(z_neighbours=-1)
+    with pytest.raises(ValueError, match="add_margin"):
+        ConsistencyConfig(add_margin=1.0)
 
 
 def test_a_missing_site_is_added_and_an_extra_one_removed():
@@ -143,3 +147,55 @@ def test_spare_positions_are_empty_density_maxima_inside_the_cell():
     assert len(spare_positions(dens, z, vox, abc, SPEC)) == 0  # the sites explain the whole map
     spares = spare_positions(dens, z[:4], vox[:4], abc, SPEC)  # the last O left out
     assert len(spares) == 1 and np.abs(spares[0] - vox[4]).max() <= 0.5
+
+
+def test_z_neighbours_are_the_elements_beside_z():
+    from icsg.generation.consistency import z_neighbours
+
+    elements = np.array([8, 9, 22, 38, 40, 56])
+    assert z_neighbours(38, elements, 1) == [22, 40]
+    assert z_neighbours(8, elements, 2) == [9, 22]
+    assert z_neighbours(56, elements, 0) == []
+
+
+def test_group_moves_change_every_site_of_an_element_at_once():
+    vae = _FakeVAE()
+    truth = _perovskite(3.9)
+    abc, z, vox = _sites_of(truth)
+    one_pass = dict(rounds=1, species_passes=1, z_neighbours=0)
+
+    def start():  # all three O read as F; O is each anion site's second choice
+        return Sites(abc.copy(), np.array([38, 22, 9, 9, 9]), vox, _log_probs(z, {2: [9, 8], 3: [9, 8], 4: [9, 8]}))
+
+    grouped = start()
+    refine_sites(vae, [grouped], _code(vae, truth), np.zeros((1, 10)), CLASSES, SPEC, ConsistencyConfig(**one_pass))
+    assert grouped.z.tolist() == z.tolist() and grouped.moves == 1
+    single = start()  # one site per move: a single pass cannot fix three sites
+    refine_sites(vae, [single], _code(vae, truth), np.zeros((1, 10)), CLASSES, SPEC,
+                 ConsistencyConfig(group_moves=False, **one_pass))
+    assert single.z.tolist() != z.tolist()
+
+
+def test_z_neighbours_are_tried_beyond_the_class_ranking():
+    vae = _FakeVAE()
+    truth = _perovskite(3.9, "Sr", "Ti")
+    abc, z, vox = _sites_of(truth)
+    # Sr read as Zr, and the class probabilities know nothing of Sr; Sr is Zr's neighbour in CLASSES
+    lp = _log_probs(z, {0: [40]})
+    for width, expect in ((1, 38), (0, 40)):
+        s = Sites(abc.copy(), np.array([40, 22, 8, 8, 8]), vox, lp.copy())
+        refine_sites(vae, [s], _code(vae, truth), np.zeros((1, 10)), CLASSES, SPEC,
+                     ConsistencyConfig(top_k=1, z_neighbours=width, group_moves=False, rounds=1))
+        assert s.z[0] == expect
+
+
+def test_an_added_site_must_cut_the_distance_by_the_margin():
+    vae = _FakeVAE()
+    truth = _perovskite(3.9)
+    abc, z, vox = _sites_of(truth)
+    lp_o = _log_probs([0], {0: [8, 9]})
+    for margin, n_sites in ((0.0, 5), (0.999, 4)):
+        s = Sites(abc.copy(), z[:4].copy(), vox[:4], _log_probs(z[:4], {}), vox[4:5].copy(), lp_o)
+        refine_sites(vae, [s], _code(vae, truth), np.zeros((1, 10)), CLASSES, SPEC,
+                     ConsistencyConfig(add_margin=margin))
+        assert len(s.z) == n_sites

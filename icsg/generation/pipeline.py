@@ -213,7 +213,7 @@ def refined(vae, items: list[tuple], b: DecodedBatch, latents: np.ndarray, cond:
             from icsg.generation.soft_fit import soft_fit
 
             fitted = soft_fit(vae, [s for s, _ in items], latents, cond, b.classes_Z, spec, cfg.soft_steps,
-                              cfg.soft_top_k)
+                              cfg.soft_top_k, z_width=cfg.z_neighbours)
             items = [(f, why) for f, (_, why) in zip(fitted, items)]
             _with_candidates(items, b, spec, seg)
     refine_sites(vae, [s for s, _ in items], latents, cond, b.classes_Z, spec, cfg)
