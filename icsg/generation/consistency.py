@@ -14,7 +14,7 @@ Measured (shipped weights): on 64 perov_5 training crystals (decoded maps, true 
 codes chose better than comparing maps (the candidate's decoded map against the decoded map): match
 0.47 vs 0.30, at a third of the cost (encoder only). On 200 validation crystals through the whole
 pipeline, cell read from the code (``icsg.generation.latent_cell``): match 0.025 -> 0.18, |Δn| 0.80 ->
-0.47, species 0.58 -> 0.63, ~7 s per crystal (``python benchmarks/reconstruction.py --limit 200``;
+0.47, species 0.58 -> 0.63, ~7 s per crystal (session-8 search, no soft fit: results/reconstruction_no_soft.json;
 ``--no-refine`` and ``icsg reconstruct --no-refine`` skip it). In reconstruction the score is exact
 (z is the input crystal's own code), yet in all 52 misses of 64 further validation crystals the input
 crystal lay closer to z than the search's answer (median code distance 0.0003 vs 0.021): what is
@@ -53,8 +53,8 @@ class ConsistencyConfig:
         soft_steps, soft_top_k: Adam steps of the soft fit that precedes the search
             (``icsg.generation.soft_fit``; 0 = none) and the elements each site's softmax spans. On 200
             perov_5 validation crystals 60 steps raised the match rate from 0.18 to 0.20 and the species
-            accuracy from 0.63 to 0.68 at ~1.2-2× the cost (``python benchmarks/reconstruction.py --limit 200
-            [--soft-steps 0]``).
+            accuracy from 0.63 to 0.68 at ~1.2-2× the cost (session-8 search: results/reconstruction_session8.json
+            and reconstruction_no_soft.json).
         group_moves: also try every site of one element changed at once (three O read as F) and the
             elements of two sites swapped, in every pass.
         z_neighbours: also try, at every site, the ``z_neighbours`` elements on either side of its current
