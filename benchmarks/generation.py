@@ -28,10 +28,13 @@ sys.path.insert(0, str(HERE))
 from results_md import update_section  # noqa: E402
 
 from icsg.data.sources import iter_source  # noqa: E402
+from icsg.generation.cli import add_reading_options, reading_config  # noqa: E402
 from icsg.generation.consistency import ConsistencyConfig  # noqa: E402
 from icsg.generation.generator import Generator, apply_filters, load_training_set  # noqa: E402
 
 DATA = HERE.parent.parent / "shared" / "data" / "perov_5"
+
+POSITION_STEPS = ConsistencyConfig().position_steps
 
 
 def main(argv=None) -> int:
@@ -46,14 +49,11 @@ def main(argv=None) -> int:
     ap.add_argument("--weights", default=str(HERE.parent / "weights"))
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-refine", action="store_true", help="segmentation only, no round-trip refinement")
-    ap.add_argument("--soft-steps", type=int, default=60,
-                    help="soft fit before the refinement's discrete search (icsg generate --soft-steps; 0 = off)")
-    ap.add_argument("--cell-from", choices=("latent", "coords"), default="latent",
-                    help="cell lengths from the code's readout (default) or the decoded coordinates (the paper)")
+    add_reading_options(ap)  # --soft-steps, --position-steps, --cell-from, as in icsg reconstruct/generate
     a = ap.parse_args(argv)
     per_decile, n_bases, per_base = (10, 3, 10) if a.quick else (100, 10, 100)
     per_decile, n_bases, per_base = (a.per_decile or per_decile, a.bases or n_bases, a.per_base or per_base)
-    refine = False if a.no_refine else ConsistencyConfig(soft_steps=a.soft_steps)
+    refine = reading_config(a) or False
     gen = Generator(a.weights, seed=a.seed, batch_size=32, refine=refine, cell_from=a.cell_from)
     prop = gen.condition_property
     t0 = time.perf_counter()
@@ -121,9 +121,12 @@ def main(argv=None) -> int:
                                                                         ("standard_per_decile", a.standard_per_decile))
                              if v) + (" --no-refine" if a.no_refine else "")
                    + (" --cell-from coords" if a.cell_from == "coords" else "")
-                   + (f" --soft-steps {a.soft_steps}" if a.soft_steps != 60 and not a.no_refine else ""),
+                   + (f" --soft-steps {a.soft_steps}" if a.soft_steps != 60 and not a.no_refine else "")
+                   + (f" --position-steps {a.position_steps}"
+                      if a.position_steps != POSITION_STEPS and not a.no_refine else ""),
         "refine": not a.no_refine,
         "soft_steps": 0 if a.no_refine else a.soft_steps,
+        "position_steps": 0 if a.no_refine else a.position_steps,
         "cell_from": a.cell_from,
         "condition_property": prop,
         "random": {"n": len(rnd), "validity": float(rnd["valid"].mean()),
@@ -151,6 +154,7 @@ def main(argv=None) -> int:
     name = ("generation_segmentation" if a.no_refine else "generation") + (
         "_coords_cell" if a.cell_from == "coords" else "")
     name += "_no_soft" if not a.soft_steps and not a.no_refine else ""
+    name += "_no_position" if POSITION_STEPS and not a.position_steps and not a.no_refine else ""
     (out / f"{name}.json").write_text(json.dumps(res, indent=2, default=float))
     _plot(rnd, prop, gen, out / f"{name}_deciles.png")
     update_section(HERE / "RESULTS.md", name, render(res, name))
@@ -206,6 +210,8 @@ def render(res: dict, name: str = "generation") -> str:
         title += ", cell from the decoded coordinates"
     if refine and not res.get("soft_steps"):
         title += ", no soft fit before the search"
+    if refine and not res.get("position_steps"):
+        title += ", no position rounds after the search"
     lines = [f"## {title}", "",
              f"Command: `{res['command']}` (results/{name}.json, plot results/{name}_deciles.png)"
              + (f", measured {res['measured_at']}" if res.get("measured_at") else "") + ". "

@@ -27,6 +27,7 @@ from results_md import update_section  # noqa: E402
 
 from icsg.data.sources import iter_source  # noqa: E402
 from icsg.evaluation.reconstruct import reconstruct  # noqa: E402
+from icsg.generation.cli import add_reading_options, reading_config  # noqa: E402
 from icsg.generation.consistency import ConsistencyConfig  # noqa: E402
 from icsg.generation.latent_cell import cell_readout  # noqa: E402
 from icsg.pretrained import load_unet, load_vae  # noqa: E402
@@ -34,27 +35,28 @@ from icsg.pretrained import load_unet, load_vae  # noqa: E402
 DATA = HERE.parent.parent / "shared" / "data" / "perov_5"
 PAPER = {"match_rate": 0.90, "cell_mae_A": 0.06, "site_emd_A": 0.09, "dn_sites": 0.2, "unet_nonzero_recall": 0.87}
 
+POSITION_STEPS = ConsistencyConfig().position_steps
+
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--limit", type=int, default=None)
     ap.add_argument("--weights", default=str(HERE.parent / "weights"))
     ap.add_argument("--no-refine", action="store_true", help="segmentation only (icsg reconstruct --no-refine)")
-    ap.add_argument("--soft-steps", type=int, default=60,
-                    help="soft fit before the discrete search (icsg reconstruct --soft-steps; default 60, 0 = off)")
-    ap.add_argument("--cell-from", choices=("latent", "coords"), default="latent",
-                    help="cell lengths from the code's readout (default) or the decoded coordinates (the paper)")
+    add_reading_options(ap)  # --soft-steps, --position-steps, --cell-from, as in icsg reconstruct/generate
     a = ap.parse_args(argv)
     unet, um = load_unet(a.weights)
     vae, vm = load_vae(a.weights)
     recs = list(iter_source(str(DATA / "val.csv.gz"), limit=a.limit))
-    refine = None if a.no_refine else ConsistencyConfig(soft_steps=a.soft_steps)
+    refine = reading_config(a)
     res = reconstruct(recs, vae, vm, unet, um, batch_size=16, refine=refine,
                       cell=cell_readout(a.weights, a.cell_from, vm))
     res["command"] = ("python benchmarks/reconstruction.py" + (f" --limit {a.limit}" if a.limit else "")
                       + (" --no-refine" if a.no_refine else "") + (" --cell-from coords" if a.cell_from == "coords"
                                                                     else "")
-                      + (f" --soft-steps {a.soft_steps}" if a.soft_steps != 60 and not a.no_refine else ""))
+                      + (f" --soft-steps {a.soft_steps}" if a.soft_steps != 60 and not a.no_refine else "")
+                      + (f" --position-steps {a.position_steps}"
+                         if a.position_steps != POSITION_STEPS and not a.no_refine else ""))
     res["training"] = {"unet": um.get("training"), "vae": vm.get("training")}
     res.pop("failures_detail", None)
     out = HERE / "results"
@@ -63,6 +65,7 @@ def main(argv=None) -> int:
     name = ("reconstruction_segmentation" if a.no_refine else "reconstruction") + (
         "_coords_cell" if a.cell_from == "coords" else "")
     name += "_no_soft" if not a.soft_steps and not a.no_refine else ""
+    name += "_no_position" if POSITION_STEPS and not a.position_steps and not a.no_refine else ""
     (out / f"{name}.json").write_text(json.dumps(res, indent=2, default=float))
     _slices(recs[:6], vae, vm, out / "reconstruction_slices.png")
     update_section(HERE / "RESULTS.md", name, render(res, name))
@@ -127,11 +130,14 @@ def render(res: dict, name: str = "reconstruction") -> str:
         title += ", cell from the decoded coordinates"
     if refine and not refine.get("soft_steps"):
         title += ", no soft fit before the search"
+    if refine and not refine.get("position_steps"):
+        title += ", no position rounds after the search"
     lines = [f"## {title}", "",
              f"Command: `{res['command']}` (results/{name}.json); equivalent to `icsg reconstruct "
              f"../shared/data/perov_5/val.csv.gz{'' if refine else ' --no-refine'}"
              f"{' --cell-from coords' if res.get('cell_from') != 'latent' else ''}"
-             f"{' --soft-steps 0' if refine and not refine.get('soft_steps') else ''}`. n = {res['n']}, decoded "
+             f"{' --soft-steps 0' if refine and not refine.get('soft_steps') else ''}"
+             f"{' --position-steps 0' if refine and not refine.get('position_steps') else ''}`. n = {res['n']}, decoded "
              f"{res['n_decoded']}, {res['seconds_per_crystal'] * 1000:.0f} ms per crystal end to end on this machine "
              f"(encode, VAE, UNet on true and decoded maps, segmentation{', refinement' if refine else ''}, metrics)."
              + (f" Measured at {res['measured_at']}." if res.get("measured_at") else ""), "",

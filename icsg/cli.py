@@ -81,7 +81,7 @@ def _report(res: dict, a) -> int:
 
 def cmd_reconstruct(a) -> int:
     from icsg.evaluation.reconstruct import reconstruct
-    from icsg.generation.consistency import ConsistencyConfig
+    from icsg.generation.cli import reading_config
     from icsg.generation.latent_cell import cell_readout
     from icsg.pretrained import WEIGHTS_DIR, load_unet, load_vae
 
@@ -91,7 +91,7 @@ def cmd_reconstruct(a) -> int:
     recs = _records(a.sources, a.limit)
     return _report(reconstruct(recs, vae, vm, unet, um, batch_size=a.batch, workers=a.workers or 1,
                                species_from=a.species, rotations=a.tta,
-                               refine=None if a.no_refine else ConsistencyConfig(soft_steps=a.soft_steps),
+                               refine=reading_config(a),
                                cell=cell), a)
 
 

@@ -116,6 +116,9 @@ def test_refine_checks_its_inputs():
         ConsistencyConfig(z_neighbours=-1)
     with pytest.raises(ValueError, match="add_margin"):
         ConsistencyConfig(add_margin=1.0)
+    for bad in ({"position_steps": -1}, {"position_rounds": -1}, {"position_lr_A": 0.0}):
+        with pytest.raises(ValueError, match="position"):
+            ConsistencyConfig(**bad)
 
 
 def test_a_missing_site_is_added_and_an_extra_one_removed():

@@ -65,10 +65,11 @@ def test_random_samples_come_from_the_fitted_prior(generator):
 
 def test_generate_cli_writes_outputs(generator, tmp_path):
     out = tmp_path / "gen"
-    assert main(["generate", "--n", "3", "--condition", "4", "--out", str(out), "--no-novelty", "--keep-all"]) == 0
+    assert main(["generate", "--n", "3", "--condition", "4", "--out", str(out), "--no-novelty", "--keep-all",
+                 "--position-steps", "2"]) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["n_requested"] == 3 and "funnel" in summary and summary["crystals_per_second"] > 0
-    assert summary["refine"] is True
+    assert summary["refine"] is True and summary["position_steps"] == 2
     table = pd.read_csv(out / "candidates.csv")
     assert len(table) == 3 and "heat_ref" in table.columns
     assert len(list(out.glob("*.cif"))) == summary["cif_files"]
@@ -86,9 +87,10 @@ def test_refinement_brings_decoded_crystals_closer_to_their_codes(generator):
 
     z = generator.latent_prior.sample(2, np.random.default_rng(1), condition=4)
     cond = np.tile(np.eye(generator.n_bins)[4], (2, 1))
-    score_only = ConsistencyConfig(rounds=1, species_passes=0, cell_span=0.0, axis_span=0.0)
+    score_only = ConsistencyConfig(rounds=1, species_passes=0, soft_steps=0, position_steps=0)
     before, after = [], []
-    light = ConsistencyConfig(top_k=3, rounds=2, species_passes=2)  # a shorter search than the default, same moves
+    # a shorter search than the default, same moves, no soft fit or position rounds (those follow)
+    light = ConsistencyConfig(top_k=3, rounds=2, species_passes=2, soft_steps=0, position_steps=0)
     for cfg, out in ((score_only, before), (light, after)):
         generator.consistency = cfg
         try:
@@ -99,7 +101,8 @@ def test_refinement_brings_decoded_crystals_closer_to_their_codes(generator):
     ok = np.isfinite(b)
     assert ok.any() and np.all(a[ok] <= b[ok] + 1e-12) and np.any(a[ok] < b[ok])
     assert generator.decode(z[:1], cond[:1], [4])["latent_residual"].isna().all()  # refine=False: not scored
-    generator.consistency = ConsistencyConfig(top_k=2, rounds=1, species_passes=1, soft_steps=3)  # the soft fit first
+    # the soft fit first, the position rounds after the search
+    generator.consistency = ConsistencyConfig(top_k=2, rounds=1, species_passes=1, soft_steps=3, position_steps=3)
     try:
         soft = generator.decode(z, cond, [4] * 2)
     finally:
@@ -178,13 +181,14 @@ def test_reconstruct_command_reports_every_metric(tmp_path, perovskite, rocksalt
     pd.DataFrame({"material_id": ["srtio3", "nacl", "broken"],
                   "cif": [perovskite.to(fmt="cif"), rocksalt.to(fmt="cif"), bad]}).to_csv(tmp_path / "x.csv", index=False)
     out = tmp_path / "rec.json"
-    assert main(["reconstruct", str(tmp_path / "x.csv"), "--json", str(out)]) == 0
+    assert main(["reconstruct", str(tmp_path / "x.csv"), "--json", str(out), "--position-steps", "5"]) == 0
     res = json.loads(out.read_text())
     for key in ("n", "cell_mae_A", "site_emd_A", "dn_sites", "species_accuracy", "match_rate", "failures",
                 "unet_nonzero_recall", "vae_mse", "vae_density_mse", "mean_map_density_mse", "true_maps",
                 "decoded_true_occupancy", "segmentation_only", "latent_residual", "refine", "cell_from"):
         assert key in res, key
     assert res["n"] == 3 and res["refine"]["top_k"] == 8 and res["latent_residual"] >= 0
+    assert res["refine"]["position_steps"] == 5
     assert res["cell_from"] == "latent"
     assert [f["id"] for f in res["failures"] if f["reason"] != "decode_failed"] == ["broken"]
     assert 0 <= res["unet_nonzero_recall"] <= 1 and res["vae_density_mse"] > 0

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from icsg.errors import SourceError
+from icsg.generation.consistency import ConsistencyConfig
 from icsg.representation.augment import TTA_ROTATIONS
 from icsg.io import atomic_path, atomic_save_npz, atomic_write_json, atomic_write_text
 from icsg.pretrained import WEIGHTS_DIR
@@ -81,7 +82,6 @@ def run_generate(a) -> dict:
         raise ValueError(f"--n must be positive, got {a.n}")
     t0 = time.perf_counter()
     from icsg.generation.baselines import make_generator
-    from icsg.generation.consistency import ConsistencyConfig
 
     conditional = a.model == "cond-dfc-vae"
     if not conditional and a.condition is not None:
@@ -89,7 +89,7 @@ def run_generate(a) -> dict:
                          "--target sets the property window only")
     gen = make_generator(a.model, a.weights, seed=a.seed, batch_size=a.batch, workers=a.workers,
                          species_from=a.species, rotations=a.tta, prior=a.prior, temperature=a.temperature,
-                         refine=False if a.no_refine else ConsistencyConfig(soft_steps=a.soft_steps),
+                         refine=reading_config(a) or False,
                          cell_from=a.cell_from)
     prop = gen.condition_property
     base, target, mode = None, None, "random"
@@ -157,6 +157,7 @@ def run_generate(a) -> dict:
         "decode_seconds": df.attrs["seconds"], "seed": a.seed,
         "refine": conditional and not a.no_refine,
         "soft_steps": a.soft_steps if conditional and not a.no_refine else 0,
+        "position_steps": a.position_steps if conditional and not a.no_refine else 0,
         "cell_from": a.cell_from if conditional else None,
         "prior": (f"{a.prior} (temperature {a.temperature})" if mode == "random" and conditional else None),
         "weights": str(a.weights), "note": "properties are CGCNN predictions, not DFT",
@@ -170,9 +171,20 @@ def add_reading_options(p) -> None:
     p.add_argument("--soft-steps", type=int, default=60, metavar="N",
                    help="before the refinement's discrete search, N Adam steps of the soft fit through the encoder "
                         "(icsg.generation.soft_fit; default 60; 0 = off, faster)")
+    p.add_argument("--position-steps", type=int, default=ConsistencyConfig().position_steps, metavar="N",
+                   help="after the discrete search, N Adam steps fitting the sites' positions alone through the "
+                        "encoder, then the search again from there (icsg.generation.soft_fit.position_fit; "
+                        f"default {ConsistencyConfig().position_steps}; 0 = off, faster)")
     p.add_argument("--cell-from", choices=("latent", "coords"), default="latent",
                    help="cell lengths from the latent vector by the readout beside the VAE weights (latent, default; "
                         "vae_cell.npz) or from the decoded coordinate channels (coords, the paper)")
+
+
+def reading_config(a) -> ConsistencyConfig | None:
+    """The refinement the reading options ask for (None with --no-refine)."""
+    if a.no_refine:
+        return None
+    return ConsistencyConfig(soft_steps=a.soft_steps, position_steps=a.position_steps)
 
 
 def register_cli(sub) -> None:

@@ -217,6 +217,23 @@ def refined(vae, items: list[tuple], b: DecodedBatch, latents: np.ndarray, cond:
             items = [(f, why) for f, (_, why) in zip(fitted, items)]
             _with_candidates(items, b, spec, seg)
     refine_sites(vae, [s for s, _ in items], latents, cond, b.classes_Z, spec, cfg)
+    return position_rounds(vae, items, b, latents, cond, spec, seg, cfg)
+
+
+def position_rounds(vae, items: list[tuple], b: DecodedBatch, latents: np.ndarray, cond: np.ndarray,
+                    spec: GridSpec, seg: SegmentationConfig, cfg: ConsistencyConfig) -> list[tuple]:
+    """The searched crystals with their positions fitted (``icsg.generation.soft_fit.position_fit``), then
+    searched again from the candidates at the new positions; ``cfg.position_rounds`` times, none without
+    ``cfg.position_steps`` or class probabilities."""
+    if b.class_probs is None or cfg.position_steps <= 0:
+        return items
+    from icsg.generation.soft_fit import position_fit
+
+    for _ in range(cfg.position_rounds):
+        fitted = position_fit(vae, [s for s, _ in items], latents, cond, spec, cfg.position_steps, cfg.position_lr_A)
+        items = [(f, why) for f, (_, why) in zip(fitted, items)]
+        _with_candidates(items, b, spec, seg)
+        refine_sites(vae, [s for s, _ in items], latents, cond, b.classes_Z, spec, cfg)
     return items
 
 
