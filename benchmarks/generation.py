@@ -221,12 +221,12 @@ def render(res: dict, name: str = "generation") -> str:
              "| mode | n | validity (distances > 0.5 Å) | mean sites | most common formulas | crystals/s | "
              "paper validity |", "|---|---|---|---|---|---|---|",
              f"| random, 10 deciles, z from {_prior_label(res.get('prior', {}))} | {r['n']} | "
-             f"{r['validity']:.3f} | {r['mean_sites']:.2f} | {_forms(r)} | {r['crystals_per_s']:.1f} | 0.76 |"]
+             f"{r['validity']:.3f} | {r['mean_sites']:.2f} | {_forms(r)} | {r['crystals_per_s']:.3f} | 0.76 |"]
     if sd:
         lines.append(f"| random, 10 deciles, z ~ N(0, I) (paper) | {sd['n']} | {sd['validity']:.3f} | "
-                     f"{sd['mean_sites']:.2f} | {_forms(sd)} | {sd['crystals_per_s']:.1f} | 0.76 |")
+                     f"{sd['mean_sites']:.2f} | {_forms(sd)} | {sd['crystals_per_s']:.3f} | 0.76 |")
     lines += [f"| around {len(t['bases'])} perov_5 val bases, σ² = 0.5 | {t['n']} | {t['validity']:.3f} | "
-              f"{t['mean_sites']:.2f} | {_forms(t)} | {t['crystals_per_s']:.1f} | 0.89 |",
+              f"{t['mean_sites']:.2f} | {_forms(t)} | {t['crystals_per_s']:.3f} | 0.89 |",
               "", "Filter funnel (paper Table 2 order):", "", "| stage | random | around bases |", "|---|---|---|"]
     keys = list(dict.fromkeys(list(r["funnel"]) + list(t["funnel"])))
     for k in keys:
