@@ -138,7 +138,8 @@ def render(res: dict, name: str = "reconstruction") -> str:
              f"{' --cell-from coords' if res.get('cell_from') != 'latent' else ''}"
              f"{' --soft-steps 0' if refine and not refine.get('soft_steps') else ''}"
              f"{' --position-steps 0' if refine and not refine.get('position_steps') else ''}`. "
-             f"n = {res['n']}, decoded {res['n_decoded']}, {res['seconds_per_crystal'] * 1000:.0f} ms per crystal end to end on this machine "
+             f"n = {res['n']}, decoded {res['n_decoded']}, {res['seconds_per_crystal'] * 1000:.0f} ms per crystal "
+             "end to end on this machine "
              f"(encode, VAE, UNet on true and decoded maps, segmentation{', refinement' if refine else ''}, metrics)."
              + (f" Measured at {res['measured_at']}." if res.get("measured_at") else ""), "",
              ("Cell lengths of the decoded crystals: from the posterior mean by the ridge readout fitted on training "
