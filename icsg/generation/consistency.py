@@ -75,7 +75,7 @@ class ConsistencyConfig:
             than wrong ones. On 64 perov_5 validation crystals (200-263), from the same searched state, 100 steps
             at 0.01 Å and one round matched 19 against 16 (3 gained, none lost), site EMD 0.246 -> 0.207 Å,
             median code distance 0.0065 -> 0.0013, at 5.8 s more per crystal; two rounds matched 19 too, at twice
-            the extra cost (dev scripts packaged as ``benchmarks/position_rounds.py``). On the first 200
+            the extra cost (``benchmarks/position_rounds.py``; its record has the rows 0 and 100x1). On the first 200
             validation crystals (``benchmarks/reconstruction.py --limit 200``): match 0.21 -> 0.23, site EMD
             0.249 -> 0.239 Å, code distance left 0.0128 -> 0.0040, 11.8 -> 15.2 s per crystal.
     """
