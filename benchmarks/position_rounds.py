@@ -35,8 +35,8 @@ from icsg.data.sources import iter_source  # noqa: E402
 from icsg.evaluation.metrics import compare, summarise  # noqa: E402
 from icsg.generation.consistency import ConsistencyConfig  # noqa: E402
 from icsg.generation.latent_cell import cell_readout  # noqa: E402
-from icsg.generation.pipeline import (batch_to_sites, position_rounds, refined, segmentation_for,  # noqa: E402
-                                      segmented_batch, structures_from_sites, with_calibrated_probs)
+from icsg.generation.pipeline import (batch_to_sites, decode_latents, position_rounds, refined,  # noqa: E402
+                                      segmentation_for, structures_from_sites)
 from icsg.grid import GridSpec  # noqa: E402
 from icsg.pretrained import load_unet, load_vae  # noqa: E402
 from icsg.representation.augment import TTA_ROTATIONS  # noqa: E402
@@ -74,9 +74,7 @@ def main(argv=None) -> int:
         x = np.stack([np.concatenate([e.density[..., None], e.coords], -1) for _, _, e in ch]).astype(np.float32)
         cond = condition_onehot([r.properties.get(ci["property"], np.nan) for r, _, _ in ch], ci)
         mu, _ = vae.encoder.predict([x, cond], verbose=0)
-        recon = np.asarray(vae.decoder.predict([mu, cond], verbose=0))
-        raw = segmented_batch(unet, recon[..., 0], recon[..., 1:], um["elements_Z"], 16, TTA_ROTATIONS)
-        dec = with_calibrated_probs(replace(raw, cell_A=cell.predict(mu, cond)), um.get("class_weights"))
+        dec = decode_latents(vae, unet, mu, cond, um["elements_Z"], 16, TTA_ROTATIONS, um.get("class_weights"), cell)
         items = refined(vae, batch_to_sites(dec, spec, seg), dec, mu, cond, spec, seg, base_cfg)
         chunks.append((ch, dec, mu, cond, items))
     t_base = time.perf_counter() - t0
