@@ -195,7 +195,7 @@ def _baselines(sha256) -> list[str]:
             + ", ".join(f"{k.replace('_seconds', '')} {v / 60:.1f} min" for k, v in secs.items())
             + " (sharing 2 cores with other training runs)"]
     for part in ("cell", "basis", "mvae"):
-        st = _load(ROOT / "runs" / "imatgen" / part / "state.json") or {}
+        st = im.get("training", {}).get(part) or _load(ROOT / "runs" / "imatgen" / part / "state.json") or {}
         logs = st.get("last_logs", {})
         out.append(f"- {part}: {st.get('epochs_done', '?')} epochs, best validation loss "
                    f"{st.get('best', float('nan')):.4g}; last `{json.dumps({k: round(v, 4) for k, v in logs.items()})}`;"

@@ -138,3 +138,25 @@ def test_imatgen_postprocessing_merges_boundary_duplicates():
     basis[0] = np.maximum(basis[0], extra[0])
     out = decode_imatgen(cell_image(s.lattice, spec), basis, els, spec)
     assert len(out) == 2 and sorted(str(sp) for sp in out.species) == ["Cl", "Na"]
+
+
+def test_train_imatgen_ships_its_training_record(tmp_path, perovskite, rocksalt):
+    """The shipped description carries each stage's epochs and losses: the model card reads them from
+    weights/, since runs/ is not kept between machines."""
+    import json
+
+    import pandas as pd
+
+    from icsg.models.imatgen_train import ship_imatgen, train_imatgen
+
+    crystals = [perovskite, rocksalt, perovskite.copy().scale_lattice(64.0), rocksalt.copy().scale_lattice(200.0)]
+    csv = tmp_path / "c.csv"
+    pd.DataFrame({"material_id": [f"m{i}" for i in range(4)], "cif": [s.to(fmt="cif") for s in crystals],
+                  "heat_ref": [0.1, 0.5, 0.2, 0.9]}).to_csv(csv, index=False)
+    meta = train_imatgen(str(csv), str(csv), tmp_path / "run", TINY, epochs_ae=1, epochs_vae=1, steps_per_epoch=1,
+                         batch=2, workers=1, verbose=0)
+    assert set(meta["training"]) == {"cell", "basis", "mvae"}
+    assert all(meta["training"][p]["epochs_done"] == 1 and np.isfinite(meta["training"][p]["best"])
+               for p in meta["training"])
+    ship_imatgen(tmp_path / "run", tmp_path / "w")
+    assert json.loads((tmp_path / "w" / "imatgen.json").read_text())["training"] == meta["training"]

@@ -176,12 +176,14 @@ def train_imatgen(train_source: str, val_source: str, out_dir, cfg: ImatgenModel
           epochs_vae, None)
     for part in PARTS:
         atomic_copy(out / part / "best.weights.h5", out / f"imatgen_{part}.weights.h5")
-    seconds = {k: float(json.loads((out / p / "state.json").read_text()).get("wall_seconds", 0.0))
-               for k, p in (("cell_seconds", "cell"), ("basis_seconds", "basis"), ("mvae_seconds", "mvae"))}
+    states = {p: json.loads((out / p / "state.json").read_text()) for p in PARTS}
+    seconds = {f"{p}_seconds": float(states[p].get("wall_seconds", 0.0)) for p in PARTS}
+    # kept in the shipped description: the model card must not depend on runs/, which is not kept
+    training = {p: {k: states[p].get(k) for k in ("epochs_done", "best", "last_logs")} for p in PARTS}
     meta.update(command=" ".join(["icsg"] + sys.argv[1:]) if sys.argv and sys.argv[0].endswith("icsg") else None)
     meta.update(kind="imatgen", stats=codec.stats.to_dict(), median=median,
                 rejected={"train": json.loads(str(tr["rejected"])), "val": json.loads(str(va["rejected"]))},
-                train_seconds=seconds, images_seconds=images_seconds)
+                train_seconds=seconds, images_seconds=images_seconds, training=training)
     atomic_write_json(out / "imatgen.json", meta)
     return meta
 
