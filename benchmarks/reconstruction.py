@@ -132,8 +132,6 @@ def render(res: dict, name: str = "reconstruction") -> str:
         title += ", no soft fit before the search"
     if refine and not refine.get("position_steps"):
         title += ", no position rounds after the search"
-    if res.get("weights_label"):  # a record kept from weights shipped before the present ones
-        title += f", {res['weights_label']}"
     lines = [f"## {title}", "",
              f"Command: `{res['command']}` (results/{name}.json); equivalent to `icsg reconstruct "
              f"../shared/data/perov_5/val.csv.gz{'' if refine else ' --no-refine'}"
