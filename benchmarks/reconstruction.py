@@ -132,6 +132,8 @@ def render(res: dict, name: str = "reconstruction") -> str:
         title += ", no soft fit before the search"
     if refine and not refine.get("position_steps"):
         title += ", no position rounds after the search"
+    if res.get("weights_label"):  # a record kept from weights shipped before the present ones
+        title += f", {res['weights_label']}"
     lines = [f"## {title}", "",
              f"Command: `{res['command']}` (results/{name}.json); equivalent to `icsg reconstruct "
              f"../shared/data/perov_5/val.csv.gz{'' if refine else ' --no-refine'}"
@@ -166,6 +168,15 @@ def render(res: dict, name: str = "reconstruction") -> str:
     for label, key, paper in rows:
         lines.append(f"| {label} | {f(res.get(key))} | {f(so.get(key)) if key in so else '-'} | "
                      f"{f(tm.get(key)) if key in tm else '-'} | {f(to.get(key)) if key in to else '-'} | {paper} |")
+    by_el = res.get("unet_recall_by_element")
+    if by_el:
+        order = sorted(by_el, key=lambda e: -by_el[e]["voxel_share"])
+        poor = [e for e in order if by_el[e]["recall"] < 0.5 and by_el[e]["read_as"]]
+        lines += ["", "UNet non-zero recall on the true maps by element (share of the atom voxels in brackets): "
+                  + ", ".join(f"{e} {by_el[e]['recall']:.2f} ({100 * by_el[e]['voxel_share']:.1f} %)" for e in order)
+                  + ". Below 0.5, most often read as: "
+                  + (", ".join(f"{e} → {by_el[e]['read_as']} ({by_el[e]['read_as_share']:.2f})" for e in poor)
+                     or "none") + "."]
     for name in ("unet", "vae"):
         t = (res.get("training") or {}).get(name) or {}
         secs = t.get("epoch_seconds") or []
@@ -173,7 +184,8 @@ def render(res: dict, name: str = "reconstruction") -> str:
             lines.append("")
             lines.append(f"{name} training: {t.get('epochs_done')} epochs, {np.mean(secs):.0f} s per epoch "
                          f"(shared cores), best validation loss {t.get('best'):.4f} at epoch {t.get('best_epoch')}.")
-    lines += ["", "![slices](results/reconstruction_slices.png)", ""]
+    # the slices image is redrawn by every run, so it belongs to the present weights' record only
+    lines += ["", "![slices](results/reconstruction_slices.png)", ""] if not res.get("weights_label") else [""]
     return "\n".join(lines)
 
 

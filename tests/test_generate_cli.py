@@ -192,6 +192,11 @@ def test_reconstruct_command_reports_every_metric(tmp_path, perovskite, rocksalt
     assert res["cell_from"] == "latent"
     assert [f["id"] for f in res["failures"] if f["reason"] != "decode_failed"] == ["broken"]
     assert 0 <= res["unet_nonzero_recall"] <= 1 and res["vae_density_mse"] > 0
+    by_el = res["unet_recall_by_element"]
+    assert set(by_el) == {"Sr", "Ti", "O", "Na", "Cl"}
+    assert sum(v["voxel_share"] for v in by_el.values()) == pytest.approx(1)
+    # the per-element recalls, weighted by their voxels, are the overall recall
+    assert sum(v["voxel_share"] * v["recall"] for v in by_el.values()) == pytest.approx(res["unet_nonzero_recall"])
     # two crystals: their mean map misses each by half their difference
     from icsg.data.filters import FilterConfig, standardise
     from icsg.grid import GridSpec
@@ -216,3 +221,18 @@ def test_weights_without_a_prior_still_encode_and_name_the_missing_file(generato
         gen.sample(1, condition=3)
     assert len(Generator(tmp_path, predict=False, rotations=1, prior="standard", refine=False,
                          cell_from="coords").sample(1, condition=3)) == 1
+
+
+def test_recall_by_element_names_what_each_element_is_read_as():
+    from collections import Counter
+
+    from icsg.evaluation.reconstruct import _confusion, recall_by_element
+
+    true = np.array([[0, 38, 38, 38, 38], [8, 8, 8, 8, 0]])
+    pred = np.array([[0, 38, 20, 20, 0], [8, 8, 8, 8, 38]])
+    counts = Counter()
+    _confusion(pred, true, counts)
+    out = recall_by_element(counts)
+    assert set(out) == {"O", "Sr"}
+    assert out["Sr"] == {"voxel_share": 0.5, "recall": 0.25, "read_as": "Ca", "read_as_share": 0.5}
+    assert out["O"] == {"voxel_share": 0.5, "recall": 1.0, "read_as": None, "read_as_share": 0.0}

@@ -3,7 +3,8 @@
 
 Also reports ``vae_mse`` (mean squared error of the decoded 4 channels, normalised
 units), ``unet_nonzero_recall`` (UNet on the true M against the true S: the
-segmenter's own quality, the paper's 87 %) and ``unet_nonzero_recall_decoded``
+segmenter's own quality, the paper's 87 %; ``unet_recall_by_element`` splits it by element) and
+``unet_nonzero_recall_decoded``
 (UNet on the decoded M'), ``vae_density_mse`` (density channel only) next to
 ``mean_map_density_mse`` (the error of answering every crystal with the average map of
 the evaluated set: a VAE above it has learned nothing crystal-specific), and ``true_maps``:
@@ -25,6 +26,7 @@ instead of the decoded coordinate channels (``icsg.generation.latent_cell``).
 from __future__ import annotations
 
 import time
+from collections import Counter
 from dataclasses import asdict, replace
 
 import numpy as np
@@ -46,6 +48,33 @@ from icsg.representation.density import encode
 def _recall(pred_z: np.ndarray, true_z: np.ndarray) -> tuple[int, int]:
     nz = true_z > 0
     return int(np.sum(pred_z[nz] == true_z[nz])), int(nz.sum())
+
+
+def _confusion(pred_z: np.ndarray, true_z: np.ndarray, counts: Counter) -> None:
+    """Adds the (true Z, predicted Z) pairs of the atom voxels to ``counts``."""
+    nz = true_z > 0
+    pairs, n = np.unique(np.stack([true_z[nz], pred_z[nz]]).astype(np.int64), axis=1, return_counts=True)
+    for (zt, zp), k in zip(pairs.T.tolist(), n.tolist()):
+        counts[(zt, zp)] += k
+
+
+def recall_by_element(counts: Counter) -> dict:
+    """Per element of the true map: its share of atom voxels, the UNet's recall on them, and the element its
+    voxels are most often read as instead (why the overall recall misses: neighbouring cations)."""
+    from pymatgen.core import Element
+
+    total = sum(counts.values())
+    out = {}
+    for zt in sorted({zt for zt, _ in counts}):
+        row = {zp: k for (t, zp), k in counts.items() if t == zt}
+        n = sum(row.values())
+        wrong = {zp: k for zp, k in row.items() if zp != zt}
+        worst = max(wrong, key=wrong.get) if wrong else None
+        out[Element.from_Z(zt).symbol] = {
+            "voxel_share": n / total, "recall": row.get(zt, 0) / n,
+            "read_as": None if worst is None else ("background" if worst == 0 else Element.from_Z(worst).symbol),
+            "read_as_share": 0.0 if worst is None else wrong[worst] / n}
+    return out
 
 
 def reconstruct(records: list[Record], vae, vae_meta: dict, unet, unet_meta: dict, batch_size: int = 16,
@@ -72,6 +101,7 @@ def reconstruct(records: list[Record], vae, vae_meta: dict, unet, unet_meta: dic
             failures.append({"id": r.id, "reason": err.reason, "detail": err.detail})
     pairs, sq_err, hits, total, hits_d, total_d = [], [], 0, 0, 0, 0
     dens_err, dens_sum, dens_sq = [], 0.0, 0.0
+    confusion: Counter = Counter()
     pairs_true, fails_true, pairs_occ, fails_occ, pairs_seg, residuals = [], [], [], [], [], []
     bar = tqdm(total=len(accepted), desc="reconstruct", disable=not progress, unit="crystal")
     for i in range(0, len(accepted), batch_size):
@@ -90,6 +120,7 @@ def reconstruct(records: list[Record], vae, vae_meta: dict, unet, unet_meta: dic
         on_true = DecodedBatch(x[..., 0], x[..., 1:], species_t, occ_t)
         h, t = _recall(species_t, true_s)
         hits, total = hits + h, total + t
+        _confusion(species_t, true_s, confusion)
         # the segmentation of true maps: what the UNet + segmentation alone reach
         for (r, s, _), (pred, why) in zip(chunk, batch_to_structures(on_true, spec, seg_true, workers=workers)):
             if pred is not None:
@@ -132,6 +163,7 @@ def reconstruct(records: list[Record], vae, vae_meta: dict, unet, unet_meta: dic
     out["mean_map_density_mse"] = float(np.mean(dens_sq / k - (dens_sum / k) ** 2)) if k else float("nan")
     out["unet_nonzero_recall"] = hits / total if total else float("nan")
     out["unet_nonzero_recall_decoded"] = hits_d / total_d if total_d else float("nan")
+    out["unet_recall_by_element"] = recall_by_element(confusion)
     out["species_from"] = species_from
     out["tta_rotations"] = rotations
     true = summarise(pairs_true, fails_true, len(accepted))
