@@ -149,6 +149,9 @@ def ship_run(run: str | os.PathLike, name: str, weights_dir: str | os.PathLike =
         meta["training"] = {k: state.get(k) for k in ("epochs_done", "best", "best_epoch", "epoch_seconds",
                                                        "last_logs", "wall_seconds")}
     dest = Path(weights_dir) / f"{name}.weights.h5"
+    prev_path = Path(weights_dir) / f"{name}.json"
+    if prev_path.exists():
+        meta.update(warm_start(meta, json.loads(prev_path.read_text()), run, dest))
     atomic_copy(w, dest)
     if name == "vae" and recalibrate_data is not None:
         # random generation samples the aggregate posterior of these weights (icsg.generation.latent_prior)
@@ -159,6 +162,28 @@ def ship_run(run: str | os.PathLike, name: str, weights_dir: str | os.PathLike =
     meta["source_run"] = str(run)
     atomic_write_json(Path(weights_dir) / f"{name}.json", meta)
     return dest
+
+
+def warm_start(meta: dict, prev: dict, run: Path, dest: Path) -> dict:
+    """The cost of the runs a warm-started run continued, carried over from the model it replaces.
+
+    A run started with ``--init-weights`` from the shipped file it now overwrites inherits that
+    model's wall time (its own epochs plus its own warm start) and run chain, so the model card
+    and the generator comparison count the whole training cost. Re-shipping the same run keeps
+    the record it had. Returns the keys to set (none for a run trained from scratch).
+    """
+    if Path(prev.get("source_run", "")).name == run.name:  # the same run shipped again
+        return {k: prev[k] for k in ("warm_start_seconds", "warm_start_note") if k in prev}
+    init = meta.get("init_weights")
+    if not init or Path(init).resolve() != dest.resolve():
+        return {}
+    note = prev.get("warm_start_note", "")
+    chain = note.split("chain: ")[-1].rstrip(")").split(", ") if "chain: " in note else []
+    chain.append(Path(prev.get("source_run", "?")).name)
+    own = sum((prev.get("training") or {}).get("epoch_seconds") or [])
+    return {"warm_start_seconds": float(prev.get("warm_start_seconds", 0.0)) + float(own),
+            "warm_start_note": "wall time of the earlier runs this one was warm-started from "
+                               f"(--init-weights chain: {', '.join(chain)})"}
 
 
 def register_cli(sub) -> None:

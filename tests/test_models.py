@@ -224,3 +224,19 @@ def test_decoded_dataset_holds_vae_reconstructions_with_true_labels(tmp_path, ti
     assert x.shape == (2, 16, 16, 16, 1) and y["species"].shape == (2, 16, 16, 16)
     with pytest.raises(ValueError, match="grid"):
         decode_dataset(ds, tmp_path / "dec2", vae, {**meta, "grid": GridSpec(size=32).to_dict()}, progress=False)
+
+
+def test_shipping_a_warm_started_run_carries_the_cost_of_the_model_it_replaces(tmp_path):
+    from icsg.pretrained import warm_start
+
+    dest = tmp_path / "vae.weights.h5"
+    prev = {"source_run": "runs/vae7", "training": {"epoch_seconds": [100.0, 200.0]},
+            "warm_start_seconds": 50.0,
+            "warm_start_note": "wall time of the earlier runs (--init-weights chain: vae, vae2)"}
+    meta = {"init_weights": str(dest)}
+    out = warm_start(meta, prev, tmp_path / "runs" / "vae8", dest)
+    assert out["warm_start_seconds"] == 350.0
+    assert out["warm_start_note"].endswith("(--init-weights chain: vae, vae2, vae7)")
+    # the same run shipped again keeps its record; a run from scratch has none
+    assert warm_start(meta, {**prev, "source_run": "runs/vae8", **out}, tmp_path / "vae8", dest) == out
+    assert warm_start({}, prev, tmp_path / "vae9", dest) == {}
