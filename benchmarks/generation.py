@@ -212,6 +212,8 @@ def render(res: dict, name: str = "generation") -> str:
         title += ", no soft fit before the search"
     if refine and not res.get("position_steps"):
         title += ", no position rounds after the search"
+    if res.get("weights_label"):  # a record kept from weights shipped before the present ones
+        title += f", {res['weights_label']}"
     lines = [f"## {title}", "",
              f"Command: `{res['command']}` (results/{name}.json, plot results/{name}_deciles.png)"
              + (f", measured {res['measured_at']}" if res.get("measured_at") else "") + ". "
