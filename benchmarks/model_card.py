@@ -17,11 +17,22 @@ W = ROOT / "weights"
 R = ROOT / "benchmarks" / "results"
 
 
+
+def _chain(meta: dict) -> list[str]:
+    """Runs a shipped model was warm-started from (descriptions before ``warm_start_chain`` had them in the note)."""
+    from icsg.pretrained import _chain_of_note
+
+    return meta.get("warm_start_chain") or _chain_of_note(meta.get("warm_start_note", ""))
+
 def _load(p: Path):
     return json.loads(p.read_text()) if p.exists() else None
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    argparse.ArgumentParser(description="Write weights/MODEL_CARD.md from the shipped weights' JSON descriptions "
+                                        "and their checksums (no training, no network).").parse_args(argv)
     sys.path.insert(0, str(ROOT))
     from icsg.pretrained import sha256
 
@@ -133,7 +144,7 @@ def main() -> int:
                   f"- wall time: {sum(secs) / 3600:.2f} h ({(sum(secs) / len(secs)) if secs else float('nan'):.0f} s "
                   f"per epoch, sharing 2 cores with other training runs)" + (
                       f", plus {meta['warm_start_seconds'] / 3600:.2f} h of the runs it was warm-started from "
-                      f"({meta.get('warm_start_note', '').split('(')[-1].rstrip(')')})"
+                      f"(--init-weights chain{': ' + ', '.join(_chain(meta)) if _chain(meta) else ''})"
                       if meta.get("warm_start_seconds") else ""),
                   f"- last epoch metrics: `{json.dumps({k: round(v, 4) for k, v in logs.items()})}`",
                   f"- sha256: `{sha256(W / f'{name}.weights.h5')}`",

@@ -167,23 +167,34 @@ def ship_run(run: str | os.PathLike, name: str, weights_dir: str | os.PathLike =
 def warm_start(meta: dict, prev: dict, run: Path, dest: Path) -> dict:
     """The cost of the runs a warm-started run continued, carried over from the model it replaces.
 
-    A run started with ``--init-weights`` from the shipped file it now overwrites inherits that
-    model's wall time (its own epochs plus its own warm start) and run chain, so the model card
+    A run started with ``--init-weights`` from the shipped file it now overwrites (same sha256; for runs
+    recorded before the checksum, same path) inherits that model's wall time (its own epochs plus its own
+    warm start) and run chain (``warm_start_chain``), so the model card
     and the generator comparison count the whole training cost. Re-shipping the same run keeps
     the record it had. Returns the keys to set (none for a run trained from scratch).
     """
     if Path(prev.get("source_run", "")).name == run.name:  # the same run shipped again
-        return {k: prev[k] for k in ("warm_start_seconds", "warm_start_note") if k in prev}
+        return {k: prev[k] for k in ("warm_start_seconds", "warm_start_note", "warm_start_chain") if k in prev}
     init = meta.get("init_weights")
-    if not init or Path(init).resolve() != dest.resolve():
+    if not init:
         return {}
-    note = prev.get("warm_start_note", "")
-    chain = note.split("chain: ")[-1].rstrip(")").split(", ") if "chain: " in note else []
+    if meta.get("init_weights_sha256"):  # the file it started from, wherever training and shipping ran
+        if meta["init_weights_sha256"] != prev.get("sha256"):
+            return {}
+    elif Path(init).resolve() != dest.resolve():  # runs from before the checksum: a path from where training ran
+        return {}
+    chain = list(prev.get("warm_start_chain") or _chain_of_note(prev.get("warm_start_note", "")))
     chain.append(Path(prev.get("source_run", "?")).name)
     own = sum((prev.get("training") or {}).get("epoch_seconds") or [])
     return {"warm_start_seconds": float(prev.get("warm_start_seconds", 0.0)) + float(own),
+            "warm_start_chain": chain,
             "warm_start_note": "wall time of the earlier runs this one was warm-started from "
                                f"(--init-weights chain: {', '.join(chain)})"}
+
+
+def _chain_of_note(note: str) -> list[str]:
+    """The run chain of descriptions written before ``warm_start_chain`` existed (it was only in the note)."""
+    return note.split("chain: ")[-1].rstrip(")").split(", ") if "chain: " in note else []
 
 
 def register_cli(sub) -> None:

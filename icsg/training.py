@@ -107,6 +107,9 @@ def fit(model_factory, train_ds, val_ds, out_dir, *, epochs: int, steps_per_epoc
         if init_weights is not None:  # warm start, e.g. from the shipped weights on a fresh machine
             model.load_weights(init_weights)
             meta["init_weights"] = str(init_weights)
+            from icsg.pretrained import sha256
+
+            meta["init_weights_sha256"] = sha256(init_weights)  # what shipping compares (icsg.pretrained.warm_start)
             print(f"initialised from {init_weights}", flush=True)
         initial_epoch = 0
         for f in ("log.csv",):

@@ -239,4 +239,19 @@ def test_shipping_a_warm_started_run_carries_the_cost_of_the_model_it_replaces(t
     assert out["warm_start_note"].endswith("(--init-weights chain: vae, vae2, vae7)")
     # the same run shipped again keeps its record; a run from scratch has none
     assert warm_start(meta, {**prev, "source_run": "runs/vae8", **out}, tmp_path / "vae8", dest) == out
+    assert out["warm_start_chain"] == ["vae", "vae2", "vae7"]
     assert warm_start({}, prev, tmp_path / "vae9", dest) == {}
+
+
+def test_warm_start_is_recognised_by_checksum_wherever_training_and_shipping_ran(tmp_path):
+    from icsg.pretrained import warm_start
+
+    prev = {"source_run": "/elsewhere/runs/vae8", "sha256": "ab" * 32, "training": {"epoch_seconds": [10.0]},
+            "warm_start_seconds": 5.0, "warm_start_chain": ["vae", "vae7"]}
+    # --init-weights named relative to another directory, shipping into a copy of the weights folder
+    meta = {"init_weights": "../main/weights/vae.weights.h5", "init_weights_sha256": "ab" * 32}
+    out = warm_start(meta, prev, tmp_path / "vae9", tmp_path / "copy" / "vae.weights.h5")
+    assert out["warm_start_seconds"] == 15.0 and out["warm_start_chain"] == ["vae", "vae7", "vae8"]
+    # a run started from other weights (same path, different file) inherits nothing
+    assert warm_start({**meta, "init_weights_sha256": "cd" * 32}, prev, tmp_path / "vae9",
+                      tmp_path / "copy" / "vae.weights.h5") == {}
