@@ -87,20 +87,37 @@ def plot_log(csv_path: Path, png_path: Path) -> None:
 
 
 def fit(model_factory, train_ds, val_ds, out_dir, *, epochs: int, steps_per_epoch: int | None,
-        resume: bool, patience: int, meta: dict, seed: int, verbose: int = 2, init_weights=None) -> dict:
-    """Train with checkpoints; ``model_factory()`` builds and compiles a fresh model."""
+        resume: bool, patience: int, meta: dict, seed: int, verbose: int = 2, init_weights=None,
+        resume_lr: float | None = None) -> dict:
+    """Train with checkpoints; ``model_factory()`` builds and compiles a fresh model.
+
+    A resumed run continues with the Adam state it saved, learning rate included; ``resume_lr`` replaces
+    that rate (a second, slower stage of the same run). The run's origin (the command that started it,
+    ``--init-weights`` and its checksum) survives resumes, which are listed in ``meta['resumed']``, so
+    shipping still recognises the warm start.
+    """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     keras.utils.set_random_seed(seed)
     state_path = out / "state.json"
     state = {"meta": meta}
     model = model_factory()
+    command = " ".join(["icsg"] + sys.argv[1:]) if sys.argv and sys.argv[0].endswith("icsg") else None
     if resume and (out / "last.weights.h5").exists() and state_path.exists():
         state = json.loads(state_path.read_text())
         model.load_weights(out / "last.weights.h5")
         _restore_optimizer(model, out / "last_optimizer.npz")
         initial_epoch = int(state.get("epochs_done", 0))
-        print(f"resuming {out} from epoch {initial_epoch}", flush=True)
+        if resume_lr is not None:
+            model.optimizer.learning_rate = resume_lr
+        lr = float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))
+        started = json.loads((out / "model.json").read_text()) if (out / "model.json").exists() else {}
+        for k in ("init_weights", "init_weights_sha256", "command"):
+            if k in started:
+                meta[k] = started[k]
+        meta["resumed"] = list(started.get("resumed", [])) + [
+            {"at_epoch": initial_epoch, "lr": lr, "command": command}]
+        print(f"resuming {out} from epoch {initial_epoch} at learning rate {lr:g}", flush=True)
     else:
         if (out / "last.weights.h5").exists() and not resume:
             raise FileExistsError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
@@ -114,7 +131,7 @@ def fit(model_factory, train_ds, val_ds, out_dir, *, epochs: int, steps_per_epoc
         initial_epoch = 0
         for f in ("log.csv",):
             (out / f).unlink(missing_ok=True)
-    meta.setdefault("command", " ".join(["icsg"] + sys.argv[1:]) if sys.argv and sys.argv[0].endswith("icsg") else None)
+    meta.setdefault("command", command)
     atomic_write_json(out / "model.json", meta)
     if initial_epoch >= epochs:
         print(f"{out}: already trained for {initial_epoch} epochs", flush=True)

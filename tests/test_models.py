@@ -177,6 +177,34 @@ def test_training_command_checkpoints_and_resumes(tmp_path, tiny_dataset):
         load_unet(run)
 
 
+def test_resuming_keeps_the_warm_start_and_takes_a_new_learning_rate(tmp_path, tiny_dataset):
+    import json
+
+    from icsg.models.train import TrainConfig, train_unet
+    from icsg.pretrained import sha256
+
+    ds = tiny_dataset(8)
+    small = {"base_filters": 2, "depth": 1}
+    cfg = TrainConfig(epochs=1, batch_size=2, steps_per_epoch=2, val_limit=2, lr=1e-3)
+    train_unet(ds, tmp_path / "first", small, cfg, verbose=0)
+    start = tmp_path / "first" / "best.weights.h5"
+    run = tmp_path / "second"
+    train_unet(ds, run, small, cfg, verbose=0, init_weights=start)
+    # resumed without a new rate: the saved one (1e-3) goes on
+    train_unet(ds, run, small, TrainConfig(epochs=2, batch_size=2, steps_per_epoch=2, val_limit=2, lr=5e-2),
+               resume=True, verbose=0)
+    meta = json.loads((run / "model.json").read_text())
+    assert meta["resumed"][-1]["lr"] == pytest.approx(1e-3)
+    train_unet(ds, run, small, TrainConfig(epochs=3, batch_size=2, steps_per_epoch=2, val_limit=2),
+               resume=True, verbose=0, resume_lr=1e-4)
+    meta = json.loads((run / "model.json").read_text())
+    assert meta["init_weights"] == str(start) and meta["init_weights_sha256"] == sha256(start)
+    assert [r["at_epoch"] for r in meta["resumed"]] == [1, 2]
+    assert meta["resumed"][-1]["lr"] == pytest.approx(1e-4)
+    saved = np.load(run / "last_optimizer.npz")
+    assert any(v.shape == () and float(v) == pytest.approx(1e-4) for v in (saved[k] for k in saved.files))
+
+
 def test_batchnorm_recalibration_matches_batch_statistics():
     from icsg.models.batchnorm import recalibrate
 

@@ -39,7 +39,7 @@ class TrainConfig:
 
 def train_unet(data_dir, out_dir, model_cfg: dict | None = None, cfg: TrainConfig = TrainConfig(),
                resume: bool = False, limit: int | None = None, verbose: int = 2, crop: int | None = 16,
-               init_weights=None, occupancy_weight: float = 1.0) -> dict:
+               init_weights=None, occupancy_weight: float = 1.0, resume_lr: float | None = None) -> dict:
     """UNet on random ``crop``^3 windows (None = whole maps); validation always on whole maps."""
     train = VoxelDataset(data_dir, "train", "unet", cfg.batch_size, augment=True, seed=cfg.seed, limit=limit,
                          crop=crop)
@@ -65,11 +65,12 @@ def train_unet(data_dir, out_dir, model_cfg: dict | None = None, cfg: TrainConfi
 
     return fit(factory, train, val, out_dir, epochs=cfg.epochs, steps_per_epoch=cfg.steps_per_epoch,
                resume=resume, patience=cfg.patience, meta=meta, seed=cfg.seed, verbose=verbose,
-               init_weights=init_weights)
+               init_weights=init_weights, resume_lr=resume_lr)
 
 
 def train_vae(data_dir, out_dir, unet_location, vae_cfg: dict | None = None, cfg: TrainConfig = TrainConfig(),
-              resume: bool = False, limit: int | None = None, verbose: int = 2, init_weights=None) -> dict:
+              resume: bool = False, limit: int | None = None, verbose: int = 2, init_weights=None,
+              resume_lr: float | None = None) -> dict:
     """Cond-DFC-VAE on a prepared dataset; ``unet_location`` = trained UNet (run folder or weights/).
 
     ``unet_location=None`` trains without the perceptual term (the plain β-VAE ablation).
@@ -98,7 +99,7 @@ def train_vae(data_dir, out_dir, unet_location, vae_cfg: dict | None = None, cfg
 
     return fit(factory, train, val, out_dir, epochs=cfg.epochs, steps_per_epoch=cfg.steps_per_epoch,
                resume=resume, patience=cfg.patience, meta=meta, seed=cfg.seed, verbose=verbose,
-               init_weights=init_weights)
+               init_weights=init_weights, resume_lr=resume_lr)
 
 
 def register_cli(sub) -> None:
@@ -107,7 +108,9 @@ def register_cli(sub) -> None:
         p.add_argument("--out", required=True, help="run folder (checkpoints, log.csv, loss.png)")
         p.add_argument("--epochs", type=int, default=TrainConfig.epochs)
         p.add_argument("--batch", type=int, default=TrainConfig.batch_size)
-        p.add_argument("--lr", type=float, default=None)
+        p.add_argument("--lr", type=float, default=None,
+                       help="Adam learning rate (default 1e-3); with --resume it replaces the rate the run saved "
+                            "(without --lr a resumed run keeps its own)")
         p.add_argument("--steps-per-epoch", type=int, default=TrainConfig.steps_per_epoch,
                        help="steps per epoch (0 = whole split); default 200 so a CPU checkpoints every few minutes")
         p.add_argument("--val-limit", type=int, default=TrainConfig.val_limit)
@@ -160,7 +163,7 @@ def _cmd_train_unet(a) -> int:
     state = train_unet(a.data, a.out, {"base_filters": a.base_filters, "depth": a.depth},
                        _train_cfg(a, 1e-3), resume=a.resume, limit=a.limit, verbose=0 if a.quiet else 2,
                        crop=a.crop or None, init_weights=a.init_weights,
-                       occupancy_weight=a.occupancy_weight)
+                       occupancy_weight=a.occupancy_weight, resume_lr=a.lr if a.resume else None)
     print(f"best val_loss {state.get('best'):.4f} at epoch {state.get('best_epoch')}; weights in "
           f"{Path(a.out) / 'best.weights.h5'}")
     return 0
@@ -171,7 +174,8 @@ def _cmd_train_vae(a) -> int:
             "alpha": a.alpha if a.unet else 0.0, "coord_weight": a.coord_weight,
             "density_asinh_k": a.density_asinh}
     state = train_vae(a.data, a.out, a.unet, vcfg, _train_cfg(a, 1e-3), resume=a.resume, limit=a.limit,
-                      verbose=0 if a.quiet else 2, init_weights=a.init_weights)
+                      verbose=0 if a.quiet else 2, init_weights=a.init_weights,
+                      resume_lr=a.lr if a.resume else None)
     print(f"best val_loss {state.get('best'):.4f} at epoch {state.get('best_epoch')}; weights in "
           f"{Path(a.out) / 'best.weights.h5'}")
     return 0

@@ -8,7 +8,7 @@ of magnitude across the periodic table, and a log channel makes that range linea
 for a small network. Outputs: ``species`` softmax over K + 1 classes (background
 first) and ``occupancy`` sigmoid, both (B, n, n, n, ·).
 
-Sized for CPUs: the defaults (base 12 filters, 3 levels) give ~0.4 M parameters;
+Sized for CPUs: the defaults (base 12 filters, 3 levels, 57 classes) give 0.82 M parameters;
 the paper's 31 M network is out of reach on 2 cores. The encoder layers are named
 ``enc_0 .. enc_{depth-1}`` and ``bottleneck``: those are the DFC feature layers.
 """
