@@ -58,6 +58,15 @@ icsg train-vae runs/data/perov5_train --out runs/vae8 --unet weights --init-weig
     --alpha 0.01 --beta 1e-5 --coord-weight 1 --density-asinh 10 --batch 16 --lr 3e-4 --steps-per-epoch 100 \
     --epochs 13 --patience 10 --val-limit 128
 
+# 2c. session 13: the session-2 UNet (runs/unet2 shipped with step 5) continued on whole 32^3 maps instead of
+#     16^3 windows (full context around every atom, the same BatchNorm statistics as at inference), batch 4,
+#     learning rate 3e-4, then the same run resumed at 1e-4 (--resume --lr replaces the saved rate)
+icsg ship-weights runs/unet2 --name unet --recalibrate runs/data/perov5_train
+icsg train-unet runs/data/perov5_train --out runs/unet13 --crop 0 --batch 4 --steps-per-epoch 300 --lr 3e-4 \
+    --init-weights weights/unet.weights.h5 --occupancy-weight 3 --epochs 100 --patience 8 --val-limit 128
+icsg train-unet runs/data/perov5_train --out runs/unet13 --crop 0 --batch 4 --steps-per-epoch 300 --lr 1e-4 \
+    --occupancy-weight 3 --epochs EPOCHS2 --patience 8 --val-limit 128 --resume
+
 # 4. CGCNN property models (formation energy first; the others scratch vs fine-tuned, better one shipped)
 icsg train-cgcnn --property all --out runs/cgcnn --ship weights --epochs 30 --patience 10
 # 4b. band gap with an L1 loss (mostly-zero target, MAE metric), scratch vs fine-tuned from formation energy
@@ -72,6 +81,6 @@ icsg train-ccdcgan --imatgen runs/imatgen --out runs/ccdcgan --steps 4000 --ship
 
 # 5. ship the Keras models and write the model card; shipping the VAE with --recalibrate also fits the
 #    latent prior of random generation (weights/vae_prior.npz; alone: icsg fit-latent-prior runs/data/perov5_train)
-icsg ship-weights runs/unet2 --name unet --recalibrate runs/data/perov5_train
+icsg ship-weights runs/unet13 --name unet --recalibrate runs/data/perov5_train
 icsg ship-weights runs/vae8 --name vae --recalibrate runs/data/perov5_train
 python benchmarks/model_card.py
