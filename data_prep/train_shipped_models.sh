@@ -65,7 +65,7 @@ icsg ship-weights runs/unet2 --name unet --recalibrate runs/data/perov5_train
 icsg train-unet runs/data/perov5_train --out runs/unet13 --crop 0 --batch 4 --steps-per-epoch 300 --lr 3e-4 \
     --init-weights weights/unet.weights.h5 --occupancy-weight 3 --epochs 100 --patience 8 --val-limit 128
 icsg train-unet runs/data/perov5_train --out runs/unet13 --crop 0 --batch 4 --steps-per-epoch 300 --lr 1e-4 \
-    --occupancy-weight 3 --epochs EPOCHS2 --patience 8 --val-limit 128 --resume
+    --occupancy-weight 3 --epochs 40 --patience 8 --val-limit 128 --resume
 
 # 4. CGCNN property models (formation energy first; the others scratch vs fine-tuned, better one shipped)
 icsg train-cgcnn --property all --out runs/cgcnn --ship weights --epochs 30 --patience 10
