@@ -216,9 +216,9 @@ class VoxelDataset(_keras_pydataset()):
 
     task='unet':  x = M (B, n, n, n, 1); y = {'species': class index (B, n, n, n),
                   'occupancy': S_B (B, n, n, n, 1)}. With ``crop`` = c, a random c^3 window of
-                  each map instead (the UNet is fully convolutional and species are local
-                  features, so training on 16^3 windows costs 8x less per map and transfers
-                  to full maps at inference).
+                  each map instead (the UNet is fully convolutional, so windows cost less per
+                  map and still run on full maps at inference; they learnt worse than whole
+                  maps, see ``icsg.models.train.train_unet``).
     task='vae':   x = (concat[M, C] (B, n, n, n, 4), one-hot condition (B, bins)); y = the 4 channels.
     """
 
