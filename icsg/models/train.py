@@ -44,7 +44,7 @@ def train_unet(data_dir, out_dir, model_cfg: dict | None = None, cfg: TrainConfi
 
     Whole maps are the default since session 13: continued on whole 32^3 maps, the session-2 UNet (trained on
     16^3 windows, where a 3 Å window holds about one atom) went from validation loss 1.32 to 1.06 in its first
-    epoch and to 0.47 in 40 (weights/MODEL_CARD.md, step 11), at the same cost per voxel.
+    epoch and to 0.47 in 40 (weights/MODEL_CARD.md, step 11), at no more cost per voxel.
     """
     train = VoxelDataset(data_dir, "train", "unet", cfg.batch_size, augment=True, seed=cfg.seed, limit=limit,
                          crop=crop)
@@ -139,8 +139,8 @@ def register_cli(sub) -> None:
                    help="weight of the occupancy BCE against the species CE (eq. 7 uses 1); the occupancy "
                         "mask places the sites, so raise it when species come from the density fit")
     p.add_argument("--crop", type=int, default=0,
-                   help="train on random CROP^3 windows instead of whole maps (0, default); windows are 8x cheaper "
-                        "per map but cut the context around each atom (weights/MODEL_CARD.md, step 11)")
+                   help="train on random CROP^3 windows instead of whole maps (0, default); 16^3 windows are 8x "
+                        "cheaper per map but cut the context around each atom (weights/MODEL_CARD.md, step 11)")
     p.set_defaults(func=_cmd_train_unet)
 
     p = sub.add_parser("train-vae", help="train the conditional DFC-VAE on a prepared dataset",
