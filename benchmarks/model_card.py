@@ -131,6 +131,17 @@ def main(argv: list[str] | None = None) -> int:
               "on the true maps match 94.5 % of crystals, 74.5 % with the session-2 UNet). The shipped VAE's perceptual features (`--unet weights` in steps 6, "
               "7 and 10) are the session-2 UNet's, not this one's; the session-2 UNet's reconstruction stays on record in "
               "benchmarks/RESULTS.md (reconstruction_unet2).",
+              "12. Fourteenth session: the session-12 VAE continued with its perceptual features taken from the "
+              "session-13 UNet (`--unet weights`): `icsg train-vae runs/data/perov5_train --out runs/vae9 --unet "
+              "weights --init-weights weights/vae.weights.h5 --alpha 0.01 --beta 1e-5 --coord-weight 1 "
+              "--density-asinh 10 --batch 16 --lr 3e-4 --steps-per-epoch 100 --epochs 40 --patience 10 "
+              "--val-limit 128` for 26 epochs (stopped by hand, validation loss 0.0053 -> 0.0041, still falling), "
+              "then the same run resumed at learning rate 1e-4 (`--resume --lr 1e-4`) for 12 epochs, stopped by "
+              "hand: best validation loss 0.0037 at epoch 38. Its plain 4-channel MSE on the validation maps fell "
+              "from 0.0011 (the session-12 VAE's last epoch) to 0.00077; the totals do not compare, because the "
+              "session-12 VAE's 0.0054 was measured with the session-2 UNet's features. Shipped with step 4, which also refitted `weights/vae_prior.npz` and "
+              "`weights/vae_cell.npz`. The session-12 VAE's reconstruction stays on record in "
+              "benchmarks/RESULTS.md (reconstruction_vae8).",
               "Continue either model on any machine with `--init-weights weights/NAME.weights.h5`.", ""]
     for name, title in (("unet", "3-D UNet segmenter"), ("vae", "Cond-DFC-VAE")):
         meta = _load(W / f"{name}.json")
@@ -158,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"(batch {meta.get('train', {}).get('batch_size')}); best validation loss {tr.get('best'):.4f} at "
                   f"epoch {tr.get('best_epoch')}" if tr else "- epochs: n/a",
                   f"- wall time: {sum(secs) / 3600:.2f} h ({(sum(secs) / len(secs)) if secs else float('nan'):.0f} s "
-                  f"per epoch, sharing 2 cores with other training runs)" + (
+                  f"per epoch on 2 CPU cores, at times shared with other jobs)" + (
                       f", plus {meta['warm_start_seconds'] / 3600:.2f} h of the runs it was warm-started from "
                       f"(--init-weights chain{': ' + ', '.join(_chain(meta)) if _chain(meta) else ''})"
                       if meta.get("warm_start_seconds") else ""),

@@ -66,6 +66,16 @@ icsg train-unet runs/data/perov5_train --out runs/unet13 --crop 0 --batch 4 --st
     --init-weights weights/unet.weights.h5 --occupancy-weight 3 --epochs 100 --patience 8 --val-limit 128
 icsg train-unet runs/data/perov5_train --out runs/unet13 --crop 0 --batch 4 --steps-per-epoch 300 --lr 1e-4 \
     --occupancy-weight 3 --epochs 40 --patience 8 --val-limit 128 --resume
+# 3f. session 14: the session-12 VAE continued with its perceptual features from the session-13 UNet (shipped
+#     first, so --unet weights is that UNet), learning rate 3e-4 for 26 epochs, then the same run resumed
+#     at 1e-4 for 12; stopped by hand (best validation loss at epoch 38)
+icsg ship-weights runs/unet13 --name unet --recalibrate runs/data/perov5_train
+icsg ship-weights runs/vae8 --name vae --recalibrate runs/data/perov5_train
+icsg train-vae runs/data/perov5_train --out runs/vae9 --unet weights --init-weights weights/vae.weights.h5 \
+    --alpha 0.01 --beta 1e-5 --coord-weight 1 --density-asinh 10 --batch 16 --lr 3e-4 --steps-per-epoch 100 \
+    --epochs 40 --patience 10 --val-limit 128
+icsg train-vae runs/data/perov5_train --out runs/vae9 --unet weights --alpha 0.01 --beta 1e-5 --coord-weight 1 \
+    --density-asinh 10 --batch 16 --lr 1e-4 --steps-per-epoch 100 --epochs 40 --patience 10 --val-limit 128 --resume
 
 # 4. CGCNN property models (formation energy first; the others scratch vs fine-tuned, better one shipped)
 icsg train-cgcnn --property all --out runs/cgcnn --ship weights --epochs 30 --patience 10
@@ -82,5 +92,5 @@ icsg train-ccdcgan --imatgen runs/imatgen --out runs/ccdcgan --steps 4000 --ship
 # 5. ship the Keras models and write the model card; shipping the VAE with --recalibrate also fits the
 #    latent prior of random generation (weights/vae_prior.npz; alone: icsg fit-latent-prior runs/data/perov5_train)
 icsg ship-weights runs/unet13 --name unet --recalibrate runs/data/perov5_train
-icsg ship-weights runs/vae8 --name vae --recalibrate runs/data/perov5_train
+icsg ship-weights runs/vae9 --name vae --recalibrate runs/data/perov5_train
 python benchmarks/model_card.py
