@@ -128,9 +128,9 @@ def main(argv: list[str] | None = None) -> int:
               "validation crystals its non-zero recall on the true maps is 0.915 without rotation averaging "
               "(session-2 UNet: 0.755, and 0.826 averaged over 4 rotations), 0.931 averaged over 4 rotations as the "
               "pipeline runs it (`python benchmarks/reconstruction.py --limit 200`, where the UNet + segmentation "
-              "on the true maps match 94.5 % of crystals, 74.5 % with the session-2 UNet). The shipped VAE's perceptual features (`--unet weights` in steps 6, "
-              "7 and 10) are the session-2 UNet's, not this one's; the session-2 UNet's reconstruction stays on record in "
-              "benchmarks/RESULTS.md (reconstruction_unet2).",
+              "on the true maps match 94.5 % of crystals, 74.5 % with the session-2 UNet). The perceptual features "
+              "of steps 6, 7 and 10 (`--unet weights`) were the session-2 UNet's, not this one's; the session-2 "
+              "UNet's reconstruction stays on record in benchmarks/RESULTS.md (reconstruction_unet2).",
               "12. Fourteenth session: the session-12 VAE continued with its perceptual features taken from the "
               "session-13 UNet (`--unet weights`): `icsg train-vae runs/data/perov5_train --out runs/vae9 --unet "
               "weights --init-weights weights/vae.weights.h5 --alpha 0.01 --beta 1e-5 --coord-weight 1 "
@@ -139,8 +139,8 @@ def main(argv: list[str] | None = None) -> int:
               "then the same run resumed at learning rate 1e-4 (`--resume --lr 1e-4`) for 12 epochs, stopped by "
               "hand: best validation loss 0.0037 at epoch 38. Its plain 4-channel MSE on the validation maps fell "
               "from 0.0011 (the session-12 VAE's last epoch) to 0.00077; the totals do not compare, because the "
-              "session-12 VAE's 0.0054 was measured with the session-2 UNet's features. Shipped with step 4, which also refitted `weights/vae_prior.npz` and "
-              "`weights/vae_cell.npz`. The session-12 VAE's reconstruction stays on record in "
+              "session-12 VAE's 0.0054 was measured with the session-2 UNet's features. Shipped with step 4, which "
+              "also refitted `weights/vae_prior.npz` and `weights/vae_cell.npz`. The session-12 VAE's reconstruction stays on record in "
               "benchmarks/RESULTS.md (reconstruction_vae8).",
               "Continue either model on any machine with `--init-weights weights/NAME.weights.h5`.", ""]
     for name, title in (("unet", "3-D UNet segmenter"), ("vae", "Cond-DFC-VAE")):
