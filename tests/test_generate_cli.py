@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 
 from icsg.cli import main
+from icsg.generation.consistency import ConsistencyConfig
 from icsg.pretrained import WEIGHTS_DIR
 
 NEEDED = ["unet.weights.h5", "unet.json", "vae.weights.h5", "vae.json", "vae_prior.npz", "vae_cell.npz",
@@ -66,10 +67,11 @@ def test_random_samples_come_from_the_fitted_prior(generator):
 def test_generate_cli_writes_outputs(generator, tmp_path):
     out = tmp_path / "gen"
     assert main(["generate", "--n", "3", "--condition", "4", "--out", str(out), "--no-novelty", "--keep-all",
-                 "--position-steps", "2"]) == 0
+                 "--position-steps", "2", "--restart-above", "1e-3"]) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["n_requested"] == 3 and "funnel" in summary and summary["crystals_per_second"] > 0
     assert summary["refine"] is True and summary["position_steps"] == 2
+    assert summary["restart_above"] == 1e-3  # off by default in generation
     table = pd.read_csv(out / "candidates.csv")
     assert len(table) == 3 and "heat_ref" in table.columns
     assert len(list(out.glob("*.cif"))) == summary["cif_files"]
@@ -80,11 +82,10 @@ def test_generate_cli_writes_outputs(generator, tmp_path):
                  "--no-refine"]) == 0
     summary = json.loads((out2 / "summary.json").read_text())
     assert summary["prior"] == "standard (temperature 1.0)" and summary["refine"] is False
+    assert summary["restart_above"] is None
 
 
 def test_refinement_brings_decoded_crystals_closer_to_their_codes(generator):
-    from icsg.generation.consistency import ConsistencyConfig
-
     z = generator.latent_prior.sample(2, np.random.default_rng(1), condition=4)
     cond = np.tile(np.eye(generator.n_bins)[4], (2, 1))
     score_only = ConsistencyConfig(rounds=1, species_passes=0, soft_steps=0, position_steps=0)
@@ -189,6 +190,10 @@ def test_reconstruct_command_reports_every_metric(tmp_path, perovskite, rocksalt
         assert key in res, key
     assert res["n"] == 3 and res["refine"]["top_k"] == 8 and res["latent_residual"] >= 0
     assert res["refine"]["position_steps"] == 5
+    # the first reading is scored too, before crystals left far from their codes are read again
+    assert res["refine"]["restart_above"] == ConsistencyConfig().restart_above
+    assert set(res["without_restart"]) == {"match_rate", "cell_mae_A", "site_emd_A", "dn_sites", "species_accuracy"}
+    assert 0 <= res["restarted"]["second_reading_kept"] <= res["restarted"]["crystals"] <= 2
     assert res["cell_from"] == "latent"
     assert [f["id"] for f in res["failures"] if f["reason"] != "decode_failed"] == ["broken"]
     assert 0 <= res["unet_nonzero_recall"] <= 1 and res["vae_density_mse"] > 0

@@ -2,6 +2,7 @@
 [M, C]: gradients reach elements, occupancies, positions and cell through the encoder."""
 
 import numpy as np
+import pytest
 
 from icsg.generation.consistency import Sites
 from icsg.generation.soft_fit import position_fit, render_soft, soft_fit
@@ -153,6 +154,42 @@ def test_refinement_with_position_rounds_finds_elements_then_positions():
     assert without.z.tolist() == with_.z.tolist() == [38, 22, 8, 8, 8]
     assert err0.min() > 0.19 and err1.max() < 0.05, (err0, err1)
     assert with_.residual < 0.1 * without.residual and with_.log_probs is not None
+
+
+def test_restart_from_the_segmentation_keeps_the_nearer_reading():
+    """A refined reading left far from its code (Ba for Sr, two O as F) is read again from the segmentation
+    (the right elements, sites 0.2 Å off): its positions are fitted and it ends nearer, so it is kept; a reading
+    below the threshold, a crystal that did not segment and ``restart_above=None`` are left as they were."""
+    from icsg.generation.consistency import ConsistencyConfig, refine_sites
+    from icsg.generation.pipeline import DecodedBatch, restarted
+    from icsg.segmentation.watershed import SegmentationConfig
+
+    vae = _VAE()
+    truth = _perovskite(3.9)
+    target = _target(vae, truth)
+    seg_read, _ = _displaced(truth, 0.2)
+    vox = SPEC.cartesian_to_index(truth.cart_coords, seg_read.abc_A)
+    wrong = Sites(seg_read.abc_A, np.array([56, 22, 9, 9, 8]), vox)
+    right = Sites(seg_read.abc_A, seg_read.z.copy(), vox)
+    probs = np.full((3, 16, 16, 16, len(CLASSES)), 0.01)
+    probs[..., [1, 3, 4]] = 0.3
+    b = DecodedBatch(np.zeros((3, 16, 16, 16)), np.zeros((3, 16, 16, 16, 3)), np.zeros((3, 16, 16, 16)),
+                     np.zeros((3, 16, 16, 16)), probs, CLASSES)
+    zz, cc = np.vstack([target] * 3), np.zeros((3, 10))
+    refine_sites(vae, [wrong, right, None], zz, cc, CLASSES, SPEC, ConsistencyConfig(rounds=1, species_passes=0))
+    assert wrong.residual > 10 * right.residual
+    first = [(wrong, None), (right, None), (None, "no atomic sites found")]
+    start = [(Sites(s.abc_A, s.z.copy(), s.centroids_vox.copy()), None) for s in (seg_read, seg_read)] + [(None, "x")]
+    cfg = ConsistencyConfig(soft_steps=0, z_neighbours=0, top_k=3, rounds=1, position_steps=100, position_lr_A=0.02,
+                            restart_above=2 * right.residual)
+    out = restarted(vae, first, start, b, zz, cc, SPEC, SegmentationConfig(), cfg)
+    assert out[0][0] is not wrong and out[0][0].z.tolist() == [38, 22, 8, 8, 8]
+    assert out[0][0].residual < wrong.residual
+    assert out[1][0] is right and out[2] == first[2]
+    off = ConsistencyConfig(restart_above=None)
+    assert restarted(vae, first, start, b, zz, cc, SPEC, SegmentationConfig(), off) is first
+    with pytest.raises(ValueError, match="restart_above"):
+        ConsistencyConfig(restart_above=-1.0)
 
 
 def test_soft_fit_on_tensorflow():

@@ -25,6 +25,7 @@ instead of the decoded coordinate channels (``icsg.generation.latent_cell``).
 
 from __future__ import annotations
 
+import copy
 import time
 from collections import Counter
 from dataclasses import asdict, replace
@@ -38,7 +39,8 @@ from icsg.errors import CrystalError
 from icsg.evaluation.metrics import compare, summarise
 from icsg.generation.consistency import ConsistencyConfig
 from icsg.generation.latent_cell import LatentCell
-from icsg.generation.pipeline import (DecodedBatch, batch_to_sites, batch_to_structures, refined, segment_maps,
+from icsg.generation.pipeline import (DecodedBatch, batch_to_sites, batch_to_structures, refined, restarted,
+                                      segment_maps,
                                       segmentation_for, segmented_batch, structures_from_sites, with_calibrated_probs)
 from icsg.grid import GridSpec
 from icsg.representation.augment import TTA_ROTATIONS
@@ -103,6 +105,7 @@ def reconstruct(records: list[Record], vae, vae_meta: dict, unet, unet_meta: dic
     dens_err, dens_sum, dens_sq = [], 0.0, 0.0
     confusion: Counter = Counter()
     pairs_true, fails_true, pairs_occ, fails_occ, pairs_seg, residuals = [], [], [], [], [], []
+    pairs_first, n_restarted, n_kept_second = [], 0, 0
     bar = tqdm(total=len(accepted), desc="reconstruct", disable=not progress, unit="crystal")
     for i in range(0, len(accepted), batch_size):
         chunk = accepted[i:i + batch_size]
@@ -147,7 +150,18 @@ def reconstruct(records: list[Record], vae, vae_meta: dict, unet, unet_meta: dic
         if refine is not None:  # the segmentation's own reading, for comparison
             pairs_seg += [compare(s, pred) for (_, s, _), (pred, _) in
                           zip(chunk, structures_from_sites(sites, spec, seg)) if pred is not None]
-        sites = refined(vae, sites, dec, mu, cond, spec, seg, refine)
+        if refine is not None and refine.restart_above is not None:
+            # the first reading is scored too, so the record shows what the restart adds on the same crystals
+            start = copy.deepcopy(sites)
+            sites = refined(vae, sites, dec, mu, cond, spec, seg, replace(refine, restart_above=None))
+            pairs_first += [compare(s, pred) for (_, s, _), (pred, _) in
+                            zip(chunk, structures_from_sites(sites, spec, seg)) if pred is not None]
+            first = [st for st, _ in sites]
+            sites = restarted(vae, sites, start, dec, mu, cond, spec, seg, refine)
+            n_restarted += sum(f is not None and f.residual > refine.restart_above for f in first)
+            n_kept_second += sum(f is not st for f, (st, _) in zip(first, sites))
+        else:
+            sites = refined(vae, sites, dec, mu, cond, spec, seg, refine)
         residuals += [st.residual for st, _ in sites if st is not None]
         for (r, s, _), (pred, why) in zip(chunk, structures_from_sites(sites, spec, seg)):
             if pred is None:
@@ -177,6 +191,10 @@ def reconstruct(records: list[Record], vae, vae_meta: dict, unet, unet_meta: dic
         seg_only = summarise(pairs_seg, [], len(accepted))
         out["segmentation_only"] = {k: seg_only[k] for k in keys}
         out["latent_residual"] = float(np.mean(residuals)) if residuals else float("nan")
+        if refine.restart_above is not None:
+            first_only = summarise(pairs_first, [], len(accepted))
+            out["without_restart"] = {k: first_only[k] for k in keys}
+            out["restarted"] = {"crystals": n_restarted, "second_reading_kept": n_kept_second}
     out["seconds"] = time.perf_counter() - t0
     out["seconds_per_crystal"] = out["seconds"] / max(1, len(accepted))
     return out

@@ -158,6 +158,7 @@ def run_generate(a) -> dict:
         "refine": conditional and not a.no_refine,
         "soft_steps": a.soft_steps if conditional and not a.no_refine else 0,
         "position_steps": a.position_steps if conditional and not a.no_refine else 0,
+        "restart_above": a.restart_above if conditional and not a.no_refine and not a.no_restart else None,
         "cell_from": a.cell_from if conditional else None,
         "prior": (f"{a.prior} (temperature {a.temperature})" if mode == "random" and conditional else None),
         "weights": str(a.weights), "note": "properties are CGCNN predictions, not DFT",
@@ -166,8 +167,10 @@ def run_generate(a) -> dict:
     return summary
 
 
-def add_reading_options(p) -> None:
-    """How decoded maps are read into crystals: the options `icsg generate` and `icsg reconstruct` share."""
+def add_reading_options(p, restart_above: float | None = ConsistencyConfig().restart_above) -> None:
+    """How decoded maps are read into crystals: the options `icsg generate` and `icsg reconstruct` share.
+    ``restart_above``: the default of --restart-above (None: off unless asked for; generation, where the
+    restart has not been measured yet)."""
     p.add_argument("--soft-steps", type=int, default=60, metavar="N",
                    help="before the refinement's discrete search, N Adam steps of the soft fit through the encoder "
                         "(icsg.generation.soft_fit; default 60; 0 = off, faster)")
@@ -175,6 +178,12 @@ def add_reading_options(p) -> None:
                    help="after the discrete search, N Adam steps fitting the sites' positions alone through the "
                         "encoder, then the search again from there (icsg.generation.soft_fit.position_fit; "
                         f"default {ConsistencyConfig().position_steps}; 0 = off, faster)")
+    p.add_argument("--restart-above", type=float, default=restart_above, metavar="D",
+                   help="read every crystal still farther than D from its code after the refinement (mean squared "
+                        "latent distance) a second time from the segmentation, positions fitted first, and keep the "
+                        "nearer reading (default " + ("off" if restart_above is None else f"{restart_above}")
+                        + f"; {ConsistencyConfig().restart_above} in reconstruction; up to twice the cost)")
+    p.add_argument("--no-restart", action="store_true", help="skip that second reading (faster)")
     p.add_argument("--cell-from", choices=("latent", "coords"), default="latent",
                    help="cell lengths from the latent vector by the readout beside the VAE weights (latent, default; "
                         "vae_cell.npz) or from the decoded coordinate channels (coords, the paper)")
@@ -184,7 +193,8 @@ def reading_config(a) -> ConsistencyConfig | None:
     """The refinement the reading options ask for (None with --no-refine)."""
     if a.no_refine:
         return None
-    return ConsistencyConfig(soft_steps=a.soft_steps, position_steps=a.position_steps)
+    return ConsistencyConfig(soft_steps=a.soft_steps, position_steps=a.position_steps,
+                             restart_above=None if a.no_restart else a.restart_above)
 
 
 def register_cli(sub) -> None:
@@ -217,7 +227,7 @@ def register_cli(sub) -> None:
     p.add_argument("--no-refine", action="store_true",
                    help="keep the segmentation's reading of each map instead of the crystal whose code is closest to "
                         "the map's latent vector (icsg.generation.consistency; several times faster, less accurate)")
-    add_reading_options(p)
+    add_reading_options(p, restart_above=None)  # the restart is unmeasured on generated codes
     p.add_argument("--prior", choices=("fitted", "standard"), default="fitted",
                    help="random mode: z from the Gaussian fitted to the codes of the training crystals of the requested "
                         "bin (fitted, default; weights/vae_prior.npz) or N(0, I) (standard, paper)")

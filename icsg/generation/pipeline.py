@@ -7,6 +7,7 @@ comes back as ``None`` with the reason, never as an exception.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -201,12 +202,14 @@ def refined(vae, items: list[tuple], b: DecodedBatch, latents: np.ndarray, cond:
     """``batch_to_sites(b, ...)`` output moved towards round-trip consistency with the latent vectors the maps
     were decoded from (``icsg.generation.consistency``); unchanged when ``cfg`` is None. With
     ``cfg.soft_steps`` the soft fit (``icsg.generation.soft_fit``) comes first and the discrete search
-    polishes its result.
+    polishes its result; crystals left farther than ``cfg.restart_above`` from their code are read again from
+    the segmentation (``restarted``).
 
     What the search may try comes from the batch, and only here, so reading without refinement pays nothing
     for it: each site's class log-probabilities (the elements tried) and the spare positions with theirs."""
     if cfg is None:
         return items
+    start = copy.deepcopy(items) if cfg.restart_above is not None else None
     if b.class_probs is not None:
         _with_candidates(items, b, spec, seg)
         if cfg.soft_steps > 0:
@@ -216,6 +219,44 @@ def refined(vae, items: list[tuple], b: DecodedBatch, latents: np.ndarray, cond:
                               cfg.soft_top_k, z_width=cfg.z_neighbours)
             items = [(f, why) for f, (_, why) in zip(fitted, items)]
             _with_candidates(items, b, spec, seg)
+    refine_sites(vae, [s for s, _ in items], latents, cond, b.classes_Z, spec, cfg)
+    items = position_rounds(vae, items, b, latents, cond, spec, seg, cfg)
+    return items if start is None else restarted(vae, items, start, b, latents, cond, spec, seg, cfg)
+
+
+def restarted(vae, first: list[tuple], start: list[tuple], b: DecodedBatch, latents: np.ndarray, cond: np.ndarray,
+              spec: GridSpec, seg: SegmentationConfig, cfg: ConsistencyConfig) -> list[tuple]:
+    """``first`` (the refined reading) with every crystal still farther than ``cfg.restart_above`` from its code
+    read a second time (``second_reading``) from ``start``, its segmentation (``batch_to_sites`` output, not
+    refined); per crystal the reading nearer its code is kept. Why: the soft fit sometimes walks away from a
+    segmentation that was right, and leaves positions too far off for the search to come back
+    (``ConsistencyConfig.restart_above``)."""
+    if cfg.restart_above is None or b.class_probs is None:
+        return first
+    redo = [i for i, ((f, _), (s, _)) in enumerate(zip(first, start))
+            if f is not None and s is not None and len(s.z) and f.residual > cfg.restart_above]
+    if not redo:
+        return first
+    second = second_reading(vae, [start[i] if i in redo else (None, start[i][1]) for i in range(len(start))],
+                            b, latents, cond, spec, seg, cfg)
+    out = list(first)
+    for i in redo:
+        s = second[i][0]
+        if s is not None and s.residual < first[i][0].residual:
+            out[i] = second[i]
+    return out
+
+
+def second_reading(vae, start: list[tuple], b: DecodedBatch, latents: np.ndarray, cond: np.ndarray, spec: GridSpec,
+                   seg: SegmentationConfig, cfg: ConsistencyConfig) -> list[tuple]:
+    """Segmented crystals (``batch_to_sites`` output; None entries passed over) read without the soft fit:
+    positions fitted through the encoder first, then the discrete search and the position rounds."""
+    from icsg.generation.soft_fit import position_fit
+
+    _with_candidates(start, b, spec, seg)
+    fitted = position_fit(vae, [s for s, _ in start], latents, cond, spec, cfg.position_steps, cfg.position_lr_A)
+    items = [(f, why) for f, (_, why) in zip(fitted, start)]
+    _with_candidates(items, b, spec, seg)
     refine_sites(vae, [s for s, _ in items], latents, cond, b.classes_Z, spec, cfg)
     return position_rounds(vae, items, b, latents, cond, spec, seg, cfg)
 
