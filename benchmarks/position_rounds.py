@@ -27,22 +27,13 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+from dev_crystals import dev_batches  # noqa: E402
 from results_md import update_section  # noqa: E402
 
-from icsg.data.dataset import condition_onehot  # noqa: E402
-from icsg.data.filters import FilterConfig, standardise  # noqa: E402
-from icsg.data.sources import iter_source  # noqa: E402
 from icsg.evaluation.metrics import compare, summarise  # noqa: E402
 from icsg.generation.consistency import ConsistencyConfig  # noqa: E402
-from icsg.generation.latent_cell import cell_readout  # noqa: E402
-from icsg.generation.pipeline import (batch_to_sites, decode_latents, position_rounds, refined,  # noqa: E402
-                                      segmentation_for, structures_from_sites)
-from icsg.grid import GridSpec  # noqa: E402
-from icsg.pretrained import load_unet, load_vae  # noqa: E402
-from icsg.representation.augment import TTA_ROTATIONS  # noqa: E402
-from icsg.representation.density import encode  # noqa: E402
+from icsg.generation.pipeline import position_rounds, refined, structures_from_sites  # noqa: E402
 
-DATA = HERE.parent.parent / "shared" / "data" / "perov_5"
 KEYS = ("match_rate", "dn_sites", "species_accuracy", "site_emd_A", "cell_mae_A")
 
 
@@ -60,23 +51,13 @@ def main(argv=None) -> int:
     ap.add_argument("--weights", default=str(HERE.parent / "weights"))
     a = ap.parse_args(argv)
     variants = [_variant(v) for v in a.variants]
-    unet, um = load_unet(a.weights)
-    vae, vm = load_vae(a.weights)
-    spec = GridSpec.from_dict(vm["grid"])
-    seg = segmentation_for(um["elements_Z"], "fit", maps="decoded")
-    cell, ci = cell_readout(a.weights, "latent", vm), vm["condition"]
-    recs = list(iter_source(str(DATA / "val.csv.gz"), limit=a.stop))[a.start:a.stop]
-    acc = [(r, s, encode(s, spec, item=r.id)) for r in recs for s in [standardise(r.structure, r.id, FilterConfig())]]
+    vae, spec, seg, recs, batches = dev_batches(a.weights, a.start, a.stop)
     base_cfg = ConsistencyConfig(position_steps=0)
     chunks, t0 = [], time.perf_counter()
-    for i in range(0, len(acc), 16):
-        ch = acc[i:i + 16]
-        x = np.stack([np.concatenate([e.density[..., None], e.coords], -1) for _, _, e in ch]).astype(np.float32)
-        cond = condition_onehot([r.properties.get(ci["property"], np.nan) for r, _, _ in ch], ci)
-        mu, _ = vae.encoder.predict([x, cond], verbose=0)
-        dec = decode_latents(vae, unet, mu, cond, um["elements_Z"], 16, TTA_ROTATIONS, um.get("class_weights"), cell)
-        items = refined(vae, batch_to_sites(dec, spec, seg), dec, mu, cond, spec, seg, base_cfg)
-        chunks.append((ch, dec, mu, cond, items))
+    for d in batches:
+        items = refined(vae, d.sites, d.decoded, d.mu, d.cond, spec, seg, base_cfg)
+        chunks.append((d.crystals, d.decoded, d.mu, d.cond, items))
+    acc = [c for ch, *_ in chunks for c in ch]
     t_base = time.perf_counter() - t0
     rows, matched = [], {}
     for steps, rounds in variants:

@@ -28,22 +28,13 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+from dev_crystals import dev_batches  # noqa: E402
 from results_md import update_section  # noqa: E402
 
-from icsg.data.dataset import condition_onehot  # noqa: E402
-from icsg.data.filters import FilterConfig, standardise  # noqa: E402
-from icsg.data.sources import iter_source  # noqa: E402
 from icsg.evaluation.metrics import compare  # noqa: E402
 from icsg.generation.consistency import ConsistencyConfig  # noqa: E402
-from icsg.generation.latent_cell import cell_readout  # noqa: E402
-from icsg.generation.pipeline import (batch_to_sites, decode_latents, refined, second_reading,  # noqa: E402
-                                      segmentation_for, structures_from_sites)
-from icsg.grid import GridSpec  # noqa: E402
-from icsg.pretrained import load_unet, load_vae  # noqa: E402
-from icsg.representation.augment import TTA_ROTATIONS  # noqa: E402
-from icsg.representation.density import encode  # noqa: E402
+from icsg.generation.pipeline import refined, second_reading, structures_from_sites  # noqa: E402
 
-DATA = HERE.parent.parent / "shared" / "data" / "perov_5"
 THRESHOLDS = (1e-4, 2e-4, 3e-4, 5e-4, 1e-3)
 
 
@@ -62,29 +53,17 @@ def main(argv=None) -> int:
     ap.add_argument("--stop", type=int, default=264, help="one past the last (default 264)")
     ap.add_argument("--weights", default=str(HERE.parent / "weights"))
     a = ap.parse_args(argv)
-    unet, um = load_unet(a.weights)
-    vae, vm = load_vae(a.weights)
-    spec = GridSpec.from_dict(vm["grid"])
-    seg = segmentation_for(um["elements_Z"], "fit", maps="decoded")
-    cell, ci = cell_readout(a.weights, "latent", vm), vm["condition"]
-    recs = list(iter_source(str(DATA / "val.csv.gz"), limit=a.stop))[a.start:a.stop]
-    acc = [(r, s, encode(s, spec, item=r.id)) for r in recs for s in [standardise(r.structure, r.id, FilterConfig())]]
+    vae, spec, seg, _, batches = dev_batches(a.weights, a.start, a.stop)
     cfg = replace(ConsistencyConfig(), restart_above=None)
     per, t_first, t_second = [], 0.0, 0.0
-    for i in range(0, len(acc), 16):
-        ch = acc[i:i + 16]
-        x = np.stack([np.concatenate([e.density[..., None], e.coords], -1) for _, _, e in ch]).astype(np.float32)
-        cond = condition_onehot([r.properties.get(ci["property"], np.nan) for r, _, _ in ch], ci)
-        mu, _ = vae.encoder.predict([x, cond], verbose=0)
-        dec = decode_latents(vae, unet, mu, cond, um["elements_Z"], 16, TTA_ROTATIONS, um.get("class_weights"), cell)
-        items = batch_to_sites(dec, spec, seg)
-        start = copy.deepcopy(items)
+    for d in batches:
+        start = copy.deepcopy(d.sites)
         t0 = time.perf_counter()
-        first = _read(refined(vae, items, dec, mu, cond, spec, seg, cfg), ch, spec, seg)
+        first = _read(refined(vae, d.sites, d.decoded, d.mu, d.cond, spec, seg, cfg), d.crystals, spec, seg)
         t1 = time.perf_counter()
-        second = _read(second_reading(vae, start, dec, mu, cond, spec, seg, cfg), ch, spec, seg)
+        second = _read(second_reading(vae, start, d.decoded, d.mu, d.cond, spec, seg, cfg), d.crystals, spec, seg)
         t_first, t_second = t_first + t1 - t0, t_second + time.perf_counter() - t1
-        for (r, _, _), f, s in zip(ch, first, second):
+        for (r, _, _), f, s in zip(d.crystals, first, second):
             per.append({"id": r.id, "first": f, "second": s})
             print(json.dumps(per[-1]), flush=True)
     n = len(per)
