@@ -40,8 +40,8 @@ from icsg.evaluation.metrics import compare, summarise
 from icsg.generation.consistency import ConsistencyConfig
 from icsg.generation.latent_cell import LatentCell
 from icsg.generation.pipeline import (DecodedBatch, batch_to_sites, batch_to_structures, refined, restarted,
-                                      segment_maps,
-                                      segmentation_for, segmented_batch, structures_from_sites, with_calibrated_probs)
+                                      segment_maps, segmentation_for, segmented_batch, structures_from_sites,
+                                      with_calibrated_probs)
 from icsg.grid import GridSpec
 from icsg.representation.augment import TTA_ROTATIONS
 from icsg.representation.density import encode
