@@ -69,12 +69,14 @@ def main(argv=None) -> int:
     n = len(per)
     rows = []
     for d in (None, *THRESHOLDS):
-        redo = [p for p in per if d is not None and p["first"]["residual"] is not None and p["first"]["residual"] > d]
-        pick = [p["second"] if p in redo and p["second"]["residual"] is not None
-                and p["second"]["residual"] < p["first"]["residual"] else p["first"] for p in per]
-        rows.append({"restart_above": d, "restarted": len(redo), "second_kept": sum(q is p["second"] for q, p in
-                                                                                       zip(pick, per)),
-                     "matched": sum(q["match"] for q in pick), "dn_sites": float(np.mean([q["dn"] or 0 for q in pick])),
+        redo = {k for k, p in enumerate(per)
+                if d is not None and p["first"]["residual"] is not None and p["first"]["residual"] > d}
+        pick = [p["second"] if k in redo and p["second"]["residual"] is not None
+                and p["second"]["residual"] < p["first"]["residual"] else p["first"] for k, p in enumerate(per)]
+        dn = [q["dn"] for q in pick if q["dn"] is not None]  # failures left out, as in summarise
+        rows.append({"restart_above": d, "restarted": len(redo),
+                     "second_kept": sum(q is p["second"] for q, p in zip(pick, per)),
+                     "matched": sum(q["match"] for q in pick), "dn_sites": float(np.mean(dn)) if dn else float("nan"),
                      "extra_seconds_per_crystal": t_second / n * len(redo) / n})
     cmd = "python benchmarks/restart.py" + (f" --start {a.start}" if a.start != 200 else "") + (
         f" --stop {a.stop}" if a.stop != 264 else "")
