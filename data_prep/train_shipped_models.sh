@@ -79,6 +79,10 @@ icsg train-vae runs/data/perov5_train --out runs/vae9 --unet weights --alpha 0.0
 # 3g. session 15: the same run resumed once more at 1e-4 for 10 epochs, stopped by hand (best at epoch 48)
 icsg train-vae runs/data/perov5_train --out runs/vae9 --unet weights --alpha 0.01 --beta 1e-5 --coord-weight 1 \
     --density-asinh 10 --batch 16 --lr 1e-4 --steps-per-epoch 100 --epochs 80 --patience 10 --val-limit 128 --resume
+# 3h. sessions 15-16: the same command again (session 15 ended at epoch 50, session 16 resumed from there),
+#     stopped by hand after epoch 69 (best validation loss at epoch 69); shipped with step 4's recalibration
+icsg train-vae runs/data/perov5_train --out runs/vae9 --unet weights --alpha 0.01 --beta 1e-5 --coord-weight 1 \
+    --density-asinh 10 --batch 16 --lr 1e-4 --steps-per-epoch 100 --epochs 80 --patience 10 --val-limit 128 --resume
 
 # 4. CGCNN property models (formation energy first; the others scratch vs fine-tuned, better one shipped)
 icsg train-cgcnn --property all --out runs/cgcnn --ship weights --epochs 30 --patience 10

@@ -72,6 +72,7 @@ def test_generate_cli_writes_outputs(generator, tmp_path):
     assert summary["n_requested"] == 3 and "funnel" in summary and summary["crystals_per_second"] > 0
     assert summary["refine"] is True and summary["position_steps"] == 2
     assert summary["restart_above"] == 1e-3  # off by default in generation
+    assert summary["element_refit_above"] is None  # off by default everywhere until measured
     table = pd.read_csv(out / "candidates.csv")
     assert len(table) == 3 and "heat_ref" in table.columns
     assert len(list(out.glob("*.cif"))) == summary["cif_files"]
@@ -182,7 +183,8 @@ def test_reconstruct_command_reports_every_metric(tmp_path, perovskite, rocksalt
     pd.DataFrame({"material_id": ["srtio3", "nacl", "broken"],
                   "cif": [perovskite.to(fmt="cif"), rocksalt.to(fmt="cif"), bad]}).to_csv(tmp_path / "x.csv", index=False)
     out = tmp_path / "rec.json"
-    assert main(["reconstruct", str(tmp_path / "x.csv"), "--json", str(out), "--position-steps", "5"]) == 0
+    assert main(["reconstruct", str(tmp_path / "x.csv"), "--json", str(out), "--position-steps", "5",
+                 "--element-refit-above", "1.0"]) == 0
     res = json.loads(out.read_text())
     for key in ("n", "cell_mae_A", "site_emd_A", "dn_sites", "species_accuracy", "match_rate", "failures",
                 "unet_nonzero_recall", "vae_mse", "vae_density_mse", "mean_map_density_mse", "true_maps",
@@ -194,6 +196,8 @@ def test_reconstruct_command_reports_every_metric(tmp_path, perovskite, rocksalt
     assert res["refine"]["restart_above"] == ConsistencyConfig().restart_above
     assert set(res["without_restart"]) == {"match_rate", "cell_mae_A", "site_emd_A", "dn_sites", "species_accuracy"}
     assert 0 <= res["restarted"]["second_reading_kept"] <= res["restarted"]["crystals"] <= 2
+    # the element refit is wired and counted (no crystal ends a whole 1.0 from its code)
+    assert res["refine"]["element_refit_above"] == 1.0 and res["element_refit"] == {"crystals": 0, "kept": 0}
     assert res["cell_from"] == "latent"
     assert [f["id"] for f in res["failures"] if f["reason"] != "decode_failed"] == ["broken"]
     assert 0 <= res["unet_nonzero_recall"] <= 1 and res["vae_density_mse"] > 0

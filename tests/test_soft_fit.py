@@ -192,6 +192,39 @@ def test_restart_from_the_segmentation_keeps_the_nearer_reading():
         ConsistencyConfig(restart_above=-1.0)
 
 
+def test_element_refit_changes_one_element_and_fits_the_positions():
+    """A reading with Sr read as Zr at sites 0.15 Å off: every one-element change is position-fitted and the
+    nearest (Sr back, sites moved towards the truth) replaces it; a reading below the threshold, a crystal that
+    did not segment and the refit turned off are left as they were."""
+    from icsg.generation.consistency import ConsistencyConfig, refine_sites
+    from icsg.generation.pipeline import DecodedBatch, element_refit_candidates, element_refits
+
+    vae = _VAE()
+    truth = _perovskite(3.9)
+    target = _target(vae, truth)
+    read, _ = _displaced(truth, 0.15)
+    wrong = Sites(read.abc_A, np.array([40, 22, 8, 8, 8]), read.centroids_vox.copy())
+    right = Sites(read.abc_A, read.z.copy(), SPEC.cartesian_to_index(truth.cart_coords, read.abc_A))
+    zz, cc = np.vstack([target] * 3), np.zeros((3, 10))
+    refine_sites(vae, [wrong, right, None], zz, cc, CLASSES, SPEC, ConsistencyConfig(rounds=1, species_passes=0))
+    assert wrong.residual > 10 * right.residual
+    # neighbours in Z within the classes (Zr: Sr and Ba; Ti: F and Sr; O: F), no class probabilities here
+    assert [c.z.tolist() for c in element_refit_candidates(wrong, CLASSES, 2)][:2] == [[38, 22, 8, 8, 8],
+                                                                                      [56, 22, 8, 8, 8]]
+    b = DecodedBatch(np.zeros((3, 16, 16, 16)), np.zeros((3, 16, 16, 16, 3)), np.zeros((3, 16, 16, 16)),
+                     np.zeros((3, 16, 16, 16)), np.full((3, 16, 16, 16, len(CLASSES)), 0.1), CLASSES)
+    items = [(wrong, None), (right, None), (None, "no atomic sites found")]
+    cfg = ConsistencyConfig(element_refit_above=2 * right.residual, element_refit_steps=100, position_lr_A=0.02)
+    out = element_refits(vae, items, b, zz, cc, SPEC, cfg)
+    assert out[0][0].z.tolist() == [38, 22, 8, 8, 8] and out[0][0].residual < wrong.residual / 10
+    moved = SPEC.index_to_cartesian(out[0][0].centroids_vox, read.abc_A) - truth.cart_coords
+    assert np.linalg.norm(moved, axis=1).mean() < 0.15
+    assert out[1][0] is right and out[2] == items[2]
+    assert element_refits(vae, items, b, zz, cc, SPEC, ConsistencyConfig()) is items
+    with pytest.raises(ValueError, match="element_refit_above"):
+        ConsistencyConfig(element_refit_above=-1.0)
+
+
 def test_soft_fit_on_tensorflow():
     import os
     import subprocess

@@ -159,6 +159,7 @@ def run_generate(a) -> dict:
         "soft_steps": a.soft_steps if conditional and not a.no_refine else 0,
         "position_steps": a.position_steps if conditional and not a.no_refine else 0,
         "restart_above": a.restart_above if conditional and not a.no_refine and not a.no_restart else None,
+        "element_refit_above": a.element_refit_above if conditional and not a.no_refine else None,
         "cell_from": a.cell_from if conditional else None,
         "prior": (f"{a.prior} (temperature {a.temperature})" if mode == "random" and conditional else None),
         "weights": str(a.weights), "note": "properties are CGCNN predictions, not DFT",
@@ -184,6 +185,10 @@ def add_reading_options(p, restart_above: float | None = ConsistencyConfig().res
                         "nearer reading (default " + ("off" if restart_above is None else f"{restart_above}")
                         + f"; {ConsistencyConfig().restart_above} in reconstruction; up to twice the cost)")
     p.add_argument("--no-restart", action="store_true", help="skip that second reading (faster)")
+    p.add_argument("--element-refit-above", type=float, default=None, metavar="D",
+                   help="at the end, try every crystal still farther than D from its code with one site's element "
+                        "changed (neighbours in Z and the likeliest classes), positions fitted for each, and keep the "
+                        "nearest where nearer (default off: measured on dev crystals only; 10-20 s per such crystal)")
     p.add_argument("--cell-from", choices=("latent", "coords"), default="latent",
                    help="cell lengths from the latent vector by the readout beside the VAE weights (latent, default; "
                         "vae_cell.npz) or from the decoded coordinate channels (coords, the paper)")
@@ -194,7 +199,8 @@ def reading_config(a) -> ConsistencyConfig | None:
     if a.no_refine:
         return None
     return ConsistencyConfig(soft_steps=a.soft_steps, position_steps=a.position_steps,
-                             restart_above=None if a.no_restart else a.restart_above)
+                             restart_above=None if a.no_restart else a.restart_above,
+                             element_refit_above=a.element_refit_above)
 
 
 def register_cli(sub) -> None:

@@ -203,7 +203,8 @@ def refined(vae, items: list[tuple], b: DecodedBatch, latents: np.ndarray, cond:
     were decoded from (``icsg.generation.consistency``); unchanged when ``cfg`` is None. With
     ``cfg.soft_steps`` the soft fit (``icsg.generation.soft_fit``) comes first and the discrete search
     polishes its result; crystals left farther than ``cfg.restart_above`` from their code are read again from
-    the segmentation (``restarted``).
+    the segmentation (``restarted``), and those then farther than ``cfg.element_refit_above`` are tried with one
+    element changed and their positions refitted (``element_refits``).
 
     What the search may try comes from the batch, and only here, so reading without refinement pays nothing
     for it: each site's class log-probabilities (the elements tried) and the spare positions with theirs."""
@@ -221,7 +222,60 @@ def refined(vae, items: list[tuple], b: DecodedBatch, latents: np.ndarray, cond:
             _with_candidates(items, b, spec, seg)
     refine_sites(vae, [s for s, _ in items], latents, cond, b.classes_Z, spec, cfg)
     items = position_rounds(vae, items, b, latents, cond, spec, seg, cfg)
-    return items if start is None else restarted(vae, items, start, b, latents, cond, spec, seg, cfg)
+    if start is not None:
+        items = restarted(vae, items, start, b, latents, cond, spec, seg, cfg)
+    return element_refits(vae, items, b, latents, cond, spec, cfg)
+
+
+def element_refit_candidates(s: Sites, classes_Z: np.ndarray, top: int) -> list[Sites]:
+    """``s`` with one site's element changed, for every site and every element among its neighbours in Z
+    (±1 within ``classes_Z``) and its ``top`` likeliest classes (``Sites.log_probs``); positions and cell kept."""
+    from icsg.generation.consistency import z_neighbours
+
+    classes_Z = np.asarray(classes_Z, dtype=np.int64)
+    elements = np.sort(classes_Z[classes_Z > 0])
+    out = []
+    for k in range(len(s.z)):
+        tried = z_neighbours(int(s.z[k]), elements, 1)
+        if s.log_probs is not None and top:
+            order = np.argsort(-np.asarray(s.log_probs[k]), kind="stable")
+            tried += [int(classes_Z[c]) for c in order if classes_Z[c] > 0][:top]
+        for e in dict.fromkeys(tried):
+            if e != s.z[k]:
+                z2 = np.asarray(s.z, dtype=np.int64).copy()
+                z2[k] = e
+                out.append(Sites(np.asarray(s.abc_A, np.float64), z2, np.asarray(s.centroids_vox).copy()))
+    return out
+
+
+def element_refits(vae, items: list[tuple], b: DecodedBatch, latents: np.ndarray, cond: np.ndarray,
+                   spec: GridSpec, cfg: ConsistencyConfig, chunk: int = 16) -> list[tuple]:
+    """``items`` with every crystal still farther than ``cfg.element_refit_above`` from its code replaced by the
+    nearest of its ``element_refit_candidates``, each with its positions fitted through the encoder
+    (``cfg.element_refit_steps`` Adam steps), where that is nearer (``ConsistencyConfig.element_refit_above``).
+    Unchanged when it is off or without class probabilities; fitted ``chunk`` candidates at a time."""
+    if cfg.element_refit_above is None or b.class_probs is None:
+        return items
+    from icsg.generation.soft_fit import position_fit
+
+    owner, cands = [], []
+    for i, (s, _) in enumerate(items):
+        if s is not None and len(s.z) and s.residual > cfg.element_refit_above:
+            for c in element_refit_candidates(s, b.classes_Z, cfg.element_refit_top):
+                owner.append(i), cands.append(c)
+    if not cands:
+        return items
+    latents, cond = np.asarray(latents), np.asarray(cond)
+    fitted: list[Sites] = []
+    for j in range(0, len(cands), chunk):
+        own = np.asarray(owner[j:j + chunk])
+        fitted += position_fit(vae, cands[j:j + chunk], latents[own], cond[own], spec, cfg.element_refit_steps,
+                               cfg.position_lr_A)
+    out = list(items)
+    for i, f in zip(owner, fitted):
+        if f.residual < out[i][0].residual:
+            out[i] = (f, out[i][1])
+    return out
 
 
 def restarted(vae, first: list[tuple], start: list[tuple], b: DecodedBatch, latents: np.ndarray, cond: np.ndarray,
