@@ -101,8 +101,9 @@ class ConsistencyConfig:
             wrong one (Co read as Ni, Ta as Hf), so neither the search (elements at fixed positions) nor the
             position fit (positions at fixed elements) can leave. In a dev look at the session-15 readings of 32
             validation crystals (200-231), 50 steps changed 4 of the 16 misses into matches (residuals 8.7e-4 to
-            7.5e-3 down to 3e-6 to 7e-5) at 10-20 s per refitted crystal; its effect on matched crystals and on
-            the benchmark is not measured yet, so it is off by default.
+            7.5e-3 down to 3e-6 to 7e-5) at 10-20 s per refitted crystal, and the one matched crystal above 5e-4
+            (1.0e-3) into a miss (8.1e-4, N read as F): net +3 of 32 at a threshold of 5e-4 (dev scripts in the
+            session-16 note). Not yet measured on the benchmark, so off by default.
     """
 
     top_k: int = 8
