@@ -146,6 +146,8 @@ def render(res: dict, name: str = "reconstruction") -> str:
         title += ", no restart"
     if refine and refine.get("element_refit_above") is not None:
         title += ", element refit"
+    refit_flag = (f" --element-refit-above {refine['element_refit_above']}"
+                  if refine and refine.get("element_refit_above") is not None else "")
     if res.get("weights_label"):  # a record kept from weights shipped before the present ones
         title += f", {res['weights_label']}"
     lines = [f"## {title}", "",
@@ -154,7 +156,8 @@ def render(res: dict, name: str = "reconstruction") -> str:
              f"{' --cell-from coords' if res.get('cell_from') != 'latent' else ''}"
              f"{' --soft-steps 0' if refine and not refine.get('soft_steps') else ''}"
              f"{' --position-steps 0' if refine and not refine.get('position_steps') else ''}"
-             f"{' --no-restart' if refine and 'restart_above' in refine and refine['restart_above'] is None else ''}`. "
+             f"{' --no-restart' if refine and 'restart_above' in refine and refine['restart_above'] is None else ''}"
+             f"{refit_flag}`. "
              f"n = {res['n']}, decoded {res['n_decoded']}, {res['seconds_per_crystal'] * 1000:.0f} ms per crystal "
              "end to end on this machine "
              f"(encode, VAE, UNet on true and decoded maps, segmentation{', refinement' if refine else ''}, metrics)."

@@ -205,6 +205,17 @@ def z_neighbours(z: int, elements: np.ndarray, width: int) -> list[int]:
     return [int(e) for e in elements[max(0, k - width):k + width + 1] if e != z]
 
 
+def site_elements(s: Sites, k: int, classes_Z: np.ndarray, top: int, width: int) -> list[int]:
+    """Elements to try at site ``k``: its ``top`` likeliest classes (``Sites.log_probs``; none without them),
+    then the ``width`` neighbours in Z on either side (``z_neighbours``), each once, the site's own included."""
+    classes_Z = np.asarray(classes_Z, dtype=np.int64)
+    best = []
+    if s.log_probs is not None and top:
+        order = np.argsort(-np.asarray(s.log_probs[k]), kind="stable")
+        best = [int(classes_Z[c]) for c in order if classes_Z[c] > 0][:top]
+    return list(dict.fromkeys(best + z_neighbours(int(s.z[k]), np.sort(classes_Z[classes_Z > 0]), width)))
+
+
 def _parabola_min(x: np.ndarray, y: np.ndarray) -> float | None:
     """Vertex of the parabola through the lowest grid point and its neighbours (None at an edge or if concave)."""
     k = int(np.argmin(y))
@@ -391,14 +402,8 @@ def refine_sites(vae, sites: list[Sites | None], latents: np.ndarray, cond: np.n
     for i, d in zip(idx, first):
         sites[i].residual = float(d)
 
-    elements = np.sort(classes_Z[classes_Z > 0])
-
     def candidates_of(s: Sites, k: int) -> list[int]:
-        if s.log_probs is None:
-            return []
-        order = np.argsort(-np.asarray(s.log_probs[k]), kind="stable")
-        top = [int(classes_Z[c]) for c in order if classes_Z[c] > 0][:cfg.top_k]
-        return list(dict.fromkeys(top + z_neighbours(s.z[k], elements, cfg.z_neighbours)))
+        return [] if s.log_probs is None else site_elements(s, k, classes_Z, cfg.top_k, cfg.z_neighbours)
 
     def spare_elements(s: Sites, j: int) -> list[int]:
         order = np.argsort(-np.asarray(s.spare_log_probs[j]), kind="stable")

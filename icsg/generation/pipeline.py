@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 import icsg  # noqa: F401
-from icsg.generation.consistency import ConsistencyConfig, Sites, refine_sites, spare_positions
+from icsg.generation.consistency import ConsistencyConfig, Sites, refine_sites, site_elements, spare_positions
 from icsg.generation.latent_cell import LatentCell
 from icsg.grid import GridSpec
 from icsg.representation.augment import TTA_ROTATIONS, cube_rotations, rotate_map, unrotate_map
@@ -230,17 +230,9 @@ def refined(vae, items: list[tuple], b: DecodedBatch, latents: np.ndarray, cond:
 def element_refit_candidates(s: Sites, classes_Z: np.ndarray, top: int) -> list[Sites]:
     """``s`` with one site's element changed, for every site and every element among its neighbours in Z
     (±1 within ``classes_Z``) and its ``top`` likeliest classes (``Sites.log_probs``); positions and cell kept."""
-    from icsg.generation.consistency import z_neighbours
-
-    classes_Z = np.asarray(classes_Z, dtype=np.int64)
-    elements = np.sort(classes_Z[classes_Z > 0])
     out = []
     for k in range(len(s.z)):
-        tried = z_neighbours(int(s.z[k]), elements, 1)
-        if s.log_probs is not None and top:
-            order = np.argsort(-np.asarray(s.log_probs[k]), kind="stable")
-            tried += [int(classes_Z[c]) for c in order if classes_Z[c] > 0][:top]
-        for e in dict.fromkeys(tried):
+        for e in site_elements(s, k, classes_Z, top, 1):
             if e != s.z[k]:
                 z2 = np.asarray(s.z, dtype=np.int64).copy()
                 z2[k] = e
