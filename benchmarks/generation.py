@@ -50,7 +50,7 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-refine", action="store_true", help="segmentation only, no round-trip refinement")
     # --soft-steps, --position-steps, --restart-above, --cell-from, as in icsg generate
-    add_reading_options(ap, restart_above=None)
+    add_reading_options(ap, generation=True)
     a = ap.parse_args(argv)
     per_decile, n_bases, per_base = (10, 3, 10) if a.quick else (100, 10, 100)
     per_decile, n_bases, per_base = (a.per_decile or per_decile, a.bases or n_bases, a.per_base or per_base)

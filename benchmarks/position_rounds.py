@@ -52,7 +52,7 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     variants = [_variant(v) for v in a.variants]
     vae, spec, seg, recs, batches = dev_batches(a.weights, a.start, a.stop)
-    base_cfg = ConsistencyConfig(position_steps=0)
+    base_cfg = ConsistencyConfig(position_steps=0, exact_fit_steps=0)  # the stages measured when this was written
     chunks, t0 = [], time.perf_counter()
     for d in batches:
         items = refined(vae, d.sites, d.decoded, d.mu, d.cond, spec, seg, base_cfg)

@@ -6,7 +6,8 @@
 
 Runs the same code as ``icsg reconstruct`` and writes benchmarks/results/reconstruction.json
 (reconstruction_segmentation.json with --no-refine, a suffix _coords_cell with --cell-from coords,
-_no_soft with --soft-steps 0, _no_restart with --no-restart, _element_refit with --element-refit-above D;
+_no_soft with --soft-steps 0, _no_restart with --no-restart, _no_exact_fit with --exact-fit-steps 0,
+_no_element_refit with --no-element-refit;
 with the restart on, the record also scores every crystal's first reading, column *no restart*),
 results/reconstruction_slices.png (true vs decoded density mid-slices) and the
 reconstruction section of benchmarks/RESULTS.md, with the training cost per epoch
@@ -38,6 +39,8 @@ PAPER = {"match_rate": 0.90, "cell_mae_A": 0.06, "site_emd_A": 0.09, "dn_sites":
 
 POSITION_STEPS = ConsistencyConfig().position_steps
 RESTART_ABOVE = ConsistencyConfig().restart_above
+EXACT_FIT_STEPS = ConsistencyConfig().exact_fit_steps
+ELEMENT_REFIT_ABOVE = ConsistencyConfig().element_refit_above
 
 
 def main(argv=None) -> int:
@@ -62,8 +65,11 @@ def main(argv=None) -> int:
                       + (" --no-restart" if a.no_restart and not a.no_refine else
                          f" --restart-above {a.restart_above}" if a.restart_above != RESTART_ABOVE and not a.no_refine
                          else "")
-                      + (f" --element-refit-above {a.element_refit_above}"
-                         if a.element_refit_above is not None and not a.no_refine else ""))
+                      + (f" --exact-fit-steps {a.exact_fit_steps}"
+                         if a.exact_fit_steps != EXACT_FIT_STEPS and not a.no_refine else "")
+                      + (" --no-element-refit" if a.no_element_refit and not a.no_refine else
+                         f" --element-refit-above {a.element_refit_above}"
+                         if a.element_refit_above != ELEMENT_REFIT_ABOVE and not a.no_refine else ""))
     res["training"] = {"unet": um.get("training"), "vae": vm.get("training")}
     res.pop("failures_detail", None)
     out = HERE / "results"
@@ -74,7 +80,8 @@ def main(argv=None) -> int:
     name += "_no_soft" if not a.soft_steps and not a.no_refine else ""
     name += "_no_position" if POSITION_STEPS and not a.position_steps and not a.no_refine else ""
     name += "_no_restart" if a.no_restart and not a.no_refine else ""
-    name += "_element_refit" if a.element_refit_above is not None and not a.no_refine else ""
+    name += "_no_exact_fit" if not a.exact_fit_steps and not a.no_refine else ""
+    name += "_no_element_refit" if a.exact_fit_steps and a.no_element_refit and not a.no_refine else ""
     (out / f"{name}.json").write_text(json.dumps(res, indent=2, default=float))
     _slices(recs[:6], vae, vm, out / "reconstruction_slices.png")
     update_section(HERE / "RESULTS.md", name, render(res, name))
@@ -133,6 +140,7 @@ def render(res: dict, name: str = "reconstruction") -> str:
     to = res.get("decoded_true_occupancy") or {}
     so = res.get("segmentation_only") or {}
     nr = res.get("without_restart") or {}
+    ne = res.get("without_exact_fit") or {}
     refine = res.get("refine")
     title = ("Reconstruction through the trained VAE and UNet" if refine else
              "Reconstruction through the trained VAE and UNet, segmentation only (no round-trip refinement)")
@@ -144,10 +152,18 @@ def render(res: dict, name: str = "reconstruction") -> str:
         title += ", no position rounds after the search"
     if refine and "restart_above" in refine and refine["restart_above"] is None:
         title += ", no restart"
-    if refine and refine.get("element_refit_above") is not None:
-        title += ", element refit"
-    refit_flag = (f" --element-refit-above {refine['element_refit_above']}"
-                  if refine and refine.get("element_refit_above") is not None else "")
+    exact = bool(refine and refine.get("exact_fit_steps"))
+    if refine and not exact:
+        title += ", no exact fit"
+    elif refine and refine.get("element_refit_above") is None:
+        title += ", no element refit"
+    # what `icsg reconstruct` needs today to read as this record did (records older than the exact fit had none)
+    refit_flag = ("" if not refine else " --exact-fit-steps 0" if not exact else " --no-element-refit"
+                  if refine.get("element_refit_above") is None else
+                  f" --element-refit-above {refine['element_refit_above']}"
+                  if refine["element_refit_above"] != ELEMENT_REFIT_ABOVE else "")
+    if exact and refine["exact_fit_steps"] != EXACT_FIT_STEPS:
+        refit_flag = f" --exact-fit-steps {refine['exact_fit_steps']}" + refit_flag
     if res.get("weights_label"):  # a record kept from weights shipped before the present ones
         title += f", {res['weights_label']}"
     lines = [f"## {title}", "",
@@ -186,16 +202,16 @@ def render(res: dict, name: str = "reconstruction") -> str:
                     "their codes were read again from their segmentation (positions fitted first, no soft fit; "
                     f"`ConsistencyConfig.restart_above`); the second reading was nearer, and kept, for "
                     f"{res['restarted']['second_reading_kept']} of them.", ""] if nr else []),
-             *([f"Element refit (`ConsistencyConfig.element_refit_above` = {refine.get('element_refit_above')}): "
-                f"{res['element_refit']['crystals']} crystals still that far from their codes were tried with one "
-                "site's element changed and positions fitted; the nearest candidate replaced the reading for "
-                f"{res['element_refit']['kept']} of them (in the column *icsg* only).", ""]
-               if res.get("element_refit") else []),
-             "| metric | icsg |" + (" no restart |" if nr else "") + " segmentation only | UNet on true M | "
-             "decoded M', true S_B | paper |",
-             "|---|---|" + ("---|" if nr else "") + "---|---|---|---|"]
+             *([f"The column *no exact fit* is the same crystals before the last stage "
+                f"(`ConsistencyConfig.exact_below`, `icsg.generation.pipeline.exact_fits`): positions and cell fitted "
+                f"together through the encoder ({refine['exact_fit_steps']} steps), "
+                f"{_exact_sentence(res['exact_fit'], refine)}", ""] if ne and res.get("exact_fit") else []),
+             "| metric | icsg |" + (" no exact fit |" if ne else "") + (" no restart |" if nr else "")
+             + " segmentation only | UNet on true M | decoded M', true S_B | paper |",
+             "|---|---|" + ("---|" if ne else "") + ("---|" if nr else "") + "---|---|---|---|"]
     for label, key, paper in rows:
-        lines.append(f"| {label} | {f(res.get(key))} |" + (f" {f(nr.get(key)) if key in nr else '-'} |" if nr else "")
+        lines.append(f"| {label} | {f(res.get(key))} |" + (f" {f(ne.get(key)) if key in ne else '-'} |" if ne else "")
+                     + (f" {f(nr.get(key)) if key in nr else '-'} |" if nr else "")
                      + f" {f(so.get(key)) if key in so else '-'} | "
                      f"{f(tm.get(key)) if key in tm else '-'} | {f(to.get(key)) if key in to else '-'} | {paper} |")
     by_el = res.get("unet_recall_by_element")
@@ -217,6 +233,17 @@ def render(res: dict, name: str = "reconstruction") -> str:
     # the slices image is redrawn by every run, so it belongs to the present weights' record only
     lines += ["", "![slices](results/reconstruction_slices.png)", ""] if not res.get("weights_label") else [""]
     return "\n".join(lines)
+
+
+def _exact_sentence(c: dict, refine: dict) -> str:
+    text = (f"{c['exact_first']} of {c['crystals']} crystals then lay closer than {refine['exact_below']} to their "
+            "codes (reproduced: they keep the fitted cell)")
+    if refine.get("element_refit_above") is not None:
+        text += (f"; the {c['refit']} still at least {refine['element_refit_above']} away were tried with one site's "
+                 f"element changed (the {refine.get('element_refit_fits')} nearest candidates fitted), and the nearest "
+                 f"candidate replaced {c['refit_kept']} readings")
+    return text + (f"; {c['exact']} crystals reproduced their codes in the end. The others keep the cell they were "
+                   "read with.")
 
 
 if __name__ == "__main__":

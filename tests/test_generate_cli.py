@@ -72,7 +72,8 @@ def test_generate_cli_writes_outputs(generator, tmp_path):
     assert summary["n_requested"] == 3 and "funnel" in summary and summary["crystals_per_second"] > 0
     assert summary["refine"] is True and summary["position_steps"] == 2
     assert summary["restart_above"] == 1e-3  # off by default in generation
-    assert summary["element_refit_above"] is None  # off by default everywhere until measured
+    # the exact fit and the element refit: reconstruction only, off by default in generation
+    assert summary["exact_fit_steps"] == 0 and summary["element_refit_above"] is None
     table = pd.read_csv(out / "candidates.csv")
     assert len(table) == 3 and "heat_ref" in table.columns
     assert len(list(out.glob("*.cif"))) == summary["cif_files"]
@@ -184,7 +185,7 @@ def test_reconstruct_command_reports_every_metric(tmp_path, perovskite, rocksalt
                   "cif": [perovskite.to(fmt="cif"), rocksalt.to(fmt="cif"), bad]}).to_csv(tmp_path / "x.csv", index=False)
     out = tmp_path / "rec.json"
     assert main(["reconstruct", str(tmp_path / "x.csv"), "--json", str(out), "--position-steps", "5",
-                 "--element-refit-above", "1.0"]) == 0
+                 "--exact-fit-steps", "5", "--element-refit-above", "1.0"]) == 0
     res = json.loads(out.read_text())
     for key in ("n", "cell_mae_A", "site_emd_A", "dn_sites", "species_accuracy", "match_rate", "failures",
                 "unet_nonzero_recall", "vae_mse", "vae_density_mse", "mean_map_density_mse", "true_maps",
@@ -196,8 +197,11 @@ def test_reconstruct_command_reports_every_metric(tmp_path, perovskite, rocksalt
     assert res["refine"]["restart_above"] == ConsistencyConfig().restart_above
     assert set(res["without_restart"]) == {"match_rate", "cell_mae_A", "site_emd_A", "dn_sites", "species_accuracy"}
     assert 0 <= res["restarted"]["second_reading_kept"] <= res["restarted"]["crystals"] <= 2
-    # the element refit is wired and counted (no crystal ends a whole 1.0 from its code)
-    assert res["refine"]["element_refit_above"] == 1.0 and res["element_refit"] == {"crystals": 0, "kept": 0}
+    # the exact fit runs and is counted, the element refit is wired (no crystal ends a whole 1.0 from its code)
+    assert res["refine"]["exact_fit_steps"] == 5 and res["refine"]["element_refit_above"] == 1.0
+    assert set(res["without_exact_fit"]) == set(res["without_restart"])
+    fit = res["exact_fit"]
+    assert fit["refit"] == fit["refit_kept"] == 0 and 0 <= fit["exact_first"] <= fit["exact"] <= fit["crystals"] <= 2
     assert res["cell_from"] == "latent"
     assert [f["id"] for f in res["failures"] if f["reason"] != "decode_failed"] == ["broken"]
     assert 0 <= res["unet_nonzero_recall"] <= 1 and res["vae_density_mse"] > 0

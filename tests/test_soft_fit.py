@@ -144,7 +144,8 @@ def test_refinement_with_position_rounds_finds_elements_then_positions():
 
     def run(**kw):
         items = [(Sites(start.abc_A, np.array([56, 22, 8, 8, 8]), start.centroids_vox), None)]
-        cfg = ConsistencyConfig(soft_steps=0, z_neighbours=0, top_k=4, rounds=1, **kw)  # no sites added or removed
+        # no sites added or removed, no exact fit at the end
+        cfg = ConsistencyConfig(soft_steps=0, z_neighbours=0, top_k=4, rounds=1, exact_fit_steps=0, **kw)
         got = refined(vae, items, b, target, np.zeros((1, 10)), SPEC, SegmentationConfig(), cfg)[0][0]
         err = np.linalg.norm(SPEC.index_to_cartesian(got.centroids_vox, got.abc_A) - truth.cart_coords, axis=1)
         return got, err
@@ -192,37 +193,65 @@ def test_restart_from_the_segmentation_keeps_the_nearer_reading():
         ConsistencyConfig(restart_above=-1.0)
 
 
-def test_element_refit_changes_one_element_and_fits_the_positions():
-    """A reading with Sr read as Zr at sites 0.15 Å off: every one-element change is position-fitted and the
-    nearest (Sr back, sites moved towards the truth) replaces it; a reading below the threshold, a crystal that
-    did not segment and the refit turned off are left as they were."""
-    from icsg.generation.consistency import ConsistencyConfig, refine_sites
-    from icsg.generation.pipeline import DecodedBatch, element_refit_candidates, element_refits
+def test_position_fit_with_the_cell_free_recovers_the_cell():
+    """The cell read 0.06 Å long on every axis, the sites at the truth's fractional coordinates in it: with
+    ``cell_lr`` the fit shrinks cell and positions together towards the truth; without, the cell stays put."""
+    vae = _VAE()
+    truth = _perovskite(3.9)
+    long_cell = np.full(3, 3.96)
+    start = Sites(long_cell, np.array([site.specie.Z for site in truth]),
+                  SPEC.cartesian_to_index(truth.cart_coords, np.array(truth.lattice.abc)))
+    zz, cc = np.vstack([_target(vae, truth)] * 2), np.zeros((2, 10))
+    fixed, free = (position_fit(vae, [start], zz[:1], cc[:1], SPEC, steps=150, lr_A=0.005, cell_lr=lr)[0]
+                   for lr in (0.0, 2e-3))
+    assert np.array_equal(fixed.abc_A, long_cell)
+    assert np.abs(free.abc_A - 3.9).max() < 0.01 and free.residual < 0.1 * fixed.residual
+    frac = SPEC.index_to_cartesian(free.centroids_vox, free.abc_A) / free.abc_A
+    assert np.abs(frac - truth.frac_coords).max() < 0.01
+
+
+def test_exact_fit_keeps_the_fitted_cell_only_when_the_code_is_reproduced():
+    """Through the last stage of the reading (``exact_fits``): a right reading with its cell 0.05 Å long is fitted
+    to the truth and keeps the fitted cell; Sr read as Zr comes back as Sr by the element refit, fitted too; a
+    reading with an O missing cannot reproduce the code and gets its read cell back, no farther from the code
+    than it came; a crystal that did not segment and ``exact_fit_steps=0`` are left as they were."""
+    from icsg.generation.consistency import ConsistencyConfig, code_distances
+    from icsg.generation.pipeline import DecodedBatch, element_refit_candidates, exact_fits
 
     vae = _VAE()
     truth = _perovskite(3.9)
     target = _target(vae, truth)
-    read, _ = _displaced(truth, 0.15)
-    wrong = Sites(read.abc_A, np.array([40, 22, 8, 8, 8]), read.centroids_vox.copy())
-    right = Sites(read.abc_A, read.z.copy(), SPEC.cartesian_to_index(truth.cart_coords, read.abc_A))
-    zz, cc = np.vstack([target] * 3), np.zeros((3, 10))
-    refine_sites(vae, [wrong, right, None], zz, cc, CLASSES, SPEC, ConsistencyConfig(rounds=1, species_passes=0))
-    assert wrong.residual > 10 * right.residual
+    read_abc = np.full(3, 3.95)
+    vox = SPEC.cartesian_to_index(truth.cart_coords, np.array(truth.lattice.abc))  # true fractional coordinates
+    right = Sites(read_abc, np.array([38, 22, 8, 8, 8]), vox.copy())
+    wrong = Sites(read_abc, np.array([40, 22, 8, 8, 8]), vox.copy())
+    short = Sites(read_abc, np.array([38, 22, 8, 8]), vox[:4].copy())
+    zz, cc = np.vstack([target] * 4), np.zeros((4, 10))
+    for k, s in enumerate((right, wrong, short)):
+        s.residual = float(code_distances(vae, [s], zz[[k]], cc[[k]], SPEC)[0])
     # neighbours in Z within the classes (Zr: Sr and Ba; Ti: F and Sr; O: F), no class probabilities here
     assert [c.z.tolist() for c in element_refit_candidates(wrong, CLASSES, 2)][:2] == [[38, 22, 8, 8, 8],
                                                                                       [56, 22, 8, 8, 8]]
-    b = DecodedBatch(np.zeros((3, 16, 16, 16)), np.zeros((3, 16, 16, 16, 3)), np.zeros((3, 16, 16, 16)),
-                     np.zeros((3, 16, 16, 16)), np.full((3, 16, 16, 16, len(CLASSES)), 0.1), CLASSES)
-    items = [(wrong, None), (right, None), (None, "no atomic sites found")]
-    cfg = ConsistencyConfig(element_refit_above=2 * right.residual, element_refit_steps=100, position_lr_A=0.02)
-    out = element_refits(vae, items, b, zz, cc, SPEC, cfg)
-    assert out[0][0].z.tolist() == [38, 22, 8, 8, 8] and out[0][0].residual < wrong.residual / 10
-    moved = SPEC.index_to_cartesian(out[0][0].centroids_vox, read.abc_A) - truth.cart_coords
-    assert np.linalg.norm(moved, axis=1).mean() < 0.15
-    assert out[1][0] is right and out[2] == items[2]
-    assert element_refits(vae, items, b, zz, cc, SPEC, ConsistencyConfig()) is items
+    b = DecodedBatch(np.zeros((4, 16, 16, 16)), np.zeros((4, 16, 16, 16, 3)), np.zeros((4, 16, 16, 16)),
+                     np.zeros((4, 16, 16, 16)), np.full((4, 16, 16, 16, len(CLASSES)), 0.1), CLASSES)
+    items = [(right, None), (wrong, None), (short, None), (None, "no atomic sites found")]
+    cfg = ConsistencyConfig(exact_fit_steps=150, exact_fit_cell_lr=2e-3, position_lr_A=0.005,
+                            exact_below=1e-3 * right.residual, element_refit_above=1e-3 * right.residual,
+                            element_refit_steps=100, element_refit_fits=2)
+    counts: dict = {}
+    out = exact_fits(vae, items, b, zz, cc, SPEC, cfg, counts=counts)
+    for k in (0, 1):
+        got = out[k][0]
+        assert got.z.tolist() == [38, 22, 8, 8, 8] and got.residual < cfg.exact_below
+        assert np.abs(got.abc_A - 3.9).max() < 0.01
+    assert np.array_equal(out[2][0].abc_A, read_abc) and out[2][0].residual <= short.residual
+    assert out[3] == items[3]
+    assert counts == {"crystals": 3, "exact_first": 1, "refit": 2, "refit_kept": 1, "exact": 2}
+    assert exact_fits(vae, items, b, zz, cc, SPEC, ConsistencyConfig(exact_fit_steps=0)) is items
     with pytest.raises(ValueError, match="element_refit_above"):
         ConsistencyConfig(element_refit_above=-1.0)
+    with pytest.raises(ValueError, match="exact_below"):
+        ConsistencyConfig(exact_below=0.0)
 
 
 def test_soft_fit_on_tensorflow():

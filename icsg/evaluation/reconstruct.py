@@ -39,7 +39,7 @@ from icsg.errors import CrystalError
 from icsg.evaluation.metrics import compare, summarise
 from icsg.generation.consistency import ConsistencyConfig
 from icsg.generation.latent_cell import LatentCell
-from icsg.generation.pipeline import (DecodedBatch, batch_to_sites, batch_to_structures, element_refits, refined,
+from icsg.generation.pipeline import (DecodedBatch, batch_to_sites, batch_to_structures, exact_fits, refined,
                                       restarted, segment_maps, segmentation_for, segmented_batch,
                                       structures_from_sites, with_calibrated_probs)
 from icsg.grid import GridSpec
@@ -105,7 +105,8 @@ def reconstruct(records: list[Record], vae, vae_meta: dict, unet, unet_meta: dic
     dens_err, dens_sum, dens_sq = [], 0.0, 0.0
     confusion: Counter = Counter()
     pairs_true, fails_true, pairs_occ, fails_occ, pairs_seg, residuals = [], [], [], [], [], []
-    pairs_first, n_restarted, n_kept_second, n_refit, n_refit_kept = [], 0, 0, 0, 0
+    pairs_first, n_restarted, n_kept_second = [], 0, 0
+    pairs_before_exact, exact_counts = [], {}
     bar = tqdm(total=len(accepted), desc="reconstruct", disable=not progress, unit="crystal")
     for i in range(0, len(accepted), batch_size):
         chunk = accepted[i:i + batch_size]
@@ -153,8 +154,7 @@ def reconstruct(records: list[Record], vae, vae_meta: dict, unet, unet_meta: dic
         if refine is not None and refine.restart_above is not None:
             # the first reading is scored too, so the record shows what the restart adds on the same crystals
             start = copy.deepcopy(sites)
-            sites = refined(vae, sites, dec, mu, cond, spec, seg,
-                            replace(refine, restart_above=None, element_refit_above=None))
+            sites = refined(vae, sites, dec, mu, cond, spec, seg, replace(refine, restart_above=None, exact_fit_steps=0))
             pairs_first += [compare(s, pred) for (_, s, _), (pred, _) in
                             zip(chunk, structures_from_sites(sites, spec, seg)) if pred is not None]
             first = [st for st, _ in sites]
@@ -163,12 +163,11 @@ def reconstruct(records: list[Record], vae, vae_meta: dict, unet, unet_meta: dic
             n_kept_second += sum(f is not st for f, (st, _) in zip(first, sites))
         else:
             sites = refined(vae, sites, dec, mu, cond, spec, seg,
-                            None if refine is None else replace(refine, element_refit_above=None))
-        if refine is not None and refine.element_refit_above is not None:  # counted, so done here, not in refined
-            before = [st for st, _ in sites]
-            sites = element_refits(vae, sites, dec, mu, cond, spec, refine)
-            n_refit += sum(f is not None and f.residual > refine.element_refit_above for f in before)
-            n_refit_kept += sum(f is not st for f, (st, _) in zip(before, sites))
+                            None if refine is None else replace(refine, exact_fit_steps=0))
+        if refine is not None and refine.exact_fit_steps > 0:  # counted, so done here, not in refined
+            pairs_before_exact += [compare(s, pred) for (_, s, _), (pred, _) in
+                                   zip(chunk, structures_from_sites(sites, spec, seg)) if pred is not None]
+            sites = exact_fits(vae, sites, dec, mu, cond, spec, refine, counts=exact_counts)
         residuals += [st.residual for st, _ in sites if st is not None]
         for (r, s, _), (pred, why) in zip(chunk, structures_from_sites(sites, spec, seg)):
             if pred is None:
@@ -202,8 +201,10 @@ def reconstruct(records: list[Record], vae, vae_meta: dict, unet, unet_meta: dic
             first_only = summarise(pairs_first, [], len(accepted))
             out["without_restart"] = {k: first_only[k] for k in keys}
             out["restarted"] = {"crystals": n_restarted, "second_reading_kept": n_kept_second}
-        if refine.element_refit_above is not None:
-            out["element_refit"] = {"crystals": n_refit, "kept": n_refit_kept}
+        if refine.exact_fit_steps > 0:
+            before = summarise(pairs_before_exact, [], len(accepted))
+            out["without_exact_fit"] = {k: before[k] for k in keys}
+            out["exact_fit"] = exact_counts
     out["seconds"] = time.perf_counter() - t0
     out["seconds_per_crystal"] = out["seconds"] / max(1, len(accepted))
     return out

@@ -159,7 +159,9 @@ def run_generate(a) -> dict:
         "soft_steps": a.soft_steps if conditional and not a.no_refine else 0,
         "position_steps": a.position_steps if conditional and not a.no_refine else 0,
         "restart_above": a.restart_above if conditional and not a.no_refine and not a.no_restart else None,
-        "element_refit_above": a.element_refit_above if conditional and not a.no_refine else None,
+        "exact_fit_steps": a.exact_fit_steps if conditional and not a.no_refine else 0,
+        "element_refit_above": (a.element_refit_above if conditional and not a.no_refine and not a.no_element_refit
+                                else None),
         "cell_from": a.cell_from if conditional else None,
         "prior": (f"{a.prior} (temperature {a.temperature})" if mode == "random" and conditional else None),
         "weights": str(a.weights), "note": "properties are CGCNN predictions, not DFT",
@@ -168,27 +170,38 @@ def run_generate(a) -> dict:
     return summary
 
 
-def add_reading_options(p, restart_above: float | None = ConsistencyConfig().restart_above) -> None:
+def add_reading_options(p, generation: bool = False) -> None:
     """How decoded maps are read into crystals: the options `icsg generate` and `icsg reconstruct` share.
-    ``restart_above``: the default of --restart-above (None: off unless asked for; generation, where the
-    restart has not been measured yet)."""
+    ``generation``: the restart, the exact fit and the element refit are off by default (measured on
+    reconstruction only, where the latent vector is a crystal's own code)."""
+    base = ConsistencyConfig()
+    restart = None if generation else base.restart_above
+    refit = None if generation else base.element_refit_above
+    exact = 0 if generation else base.exact_fit_steps
     p.add_argument("--soft-steps", type=int, default=60, metavar="N",
                    help="before the refinement's discrete search, N Adam steps of the soft fit through the encoder "
                         "(icsg.generation.soft_fit; default 60; 0 = off, faster)")
-    p.add_argument("--position-steps", type=int, default=ConsistencyConfig().position_steps, metavar="N",
+    p.add_argument("--position-steps", type=int, default=base.position_steps, metavar="N",
                    help="after the discrete search, N Adam steps fitting the sites' positions alone through the "
                         "encoder, then the search again from there (icsg.generation.soft_fit.position_fit; "
-                        f"default {ConsistencyConfig().position_steps}; 0 = off, faster)")
-    p.add_argument("--restart-above", type=float, default=restart_above, metavar="D",
+                        f"default {base.position_steps}; 0 = off, faster)")
+    p.add_argument("--restart-above", type=float, default=restart, metavar="D",
                    help="read every crystal still farther than D from its code after the refinement (mean squared "
                         "latent distance) a second time from the segmentation, positions fitted first, and keep the "
-                        "nearer reading (default " + ("off" if restart_above is None else f"{restart_above}")
-                        + f"; {ConsistencyConfig().restart_above} in reconstruction; up to twice the cost)")
+                        "nearer reading (default " + ("off" if restart is None else f"{restart}")
+                        + f"; {base.restart_above} in reconstruction; up to twice the cost)")
     p.add_argument("--no-restart", action="store_true", help="skip that second reading (faster)")
-    p.add_argument("--element-refit-above", type=float, default=None, metavar="D",
-                   help="at the end, try every crystal still farther than D from its code with one site's element "
-                        "changed (neighbours in Z and the likeliest classes), positions fitted for each, and keep the "
-                        "nearest where nearer (default off: measured on dev crystals only; 10-20 s per such crystal)")
+    p.add_argument("--exact-fit-steps", type=int, default=exact, metavar="N",
+                   help="at the end, N Adam steps fitting positions and cell lengths together through the encoder; a "
+                        f"crystal then closer than {base.exact_below} to its code keeps the fitted cell, any other "
+                        f"keeps the cell it was read with (default {exact}; {base.exact_fit_steps} in reconstruction; "
+                        "0 = off)")
+    p.add_argument("--element-refit-above", type=float, default=refit, metavar="D",
+                   help="after the exact fit, try every crystal still at least D from its code with one site's element "
+                        "changed (neighbours in Z and the likeliest classes), the nearest candidates fitted, and keep "
+                        "the nearest where nearer (default " + ("off" if refit is None else f"{refit}")
+                        + f"; {base.element_refit_above} in reconstruction; needs --exact-fit-steps > 0)")
+    p.add_argument("--no-element-refit", action="store_true", help="skip the element refit (faster)")
     p.add_argument("--cell-from", choices=("latent", "coords"), default="latent",
                    help="cell lengths from the latent vector by the readout beside the VAE weights (latent, default; "
                         "vae_cell.npz) or from the decoded coordinate channels (coords, the paper)")
@@ -200,7 +213,8 @@ def reading_config(a) -> ConsistencyConfig | None:
         return None
     return ConsistencyConfig(soft_steps=a.soft_steps, position_steps=a.position_steps,
                              restart_above=None if a.no_restart else a.restart_above,
-                             element_refit_above=a.element_refit_above)
+                             exact_fit_steps=a.exact_fit_steps,
+                             element_refit_above=None if a.no_element_refit else a.element_refit_above)
 
 
 def register_cli(sub) -> None:
@@ -233,7 +247,7 @@ def register_cli(sub) -> None:
     p.add_argument("--no-refine", action="store_true",
                    help="keep the segmentation's reading of each map instead of the crystal whose code is closest to "
                         "the map's latent vector (icsg.generation.consistency; several times faster, less accurate)")
-    add_reading_options(p, restart_above=None)  # the restart is unmeasured on generated codes
+    add_reading_options(p, generation=True)  # restart, exact fit, element refit: unmeasured on generated codes
     p.add_argument("--prior", choices=("fitted", "standard"), default="fitted",
                    help="random mode: z from the Gaussian fitted to the codes of the training crystals of the requested "
                         "bin (fitted, default; weights/vae_prior.npz) or N(0, I) (standard, paper)")

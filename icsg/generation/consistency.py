@@ -91,19 +91,36 @@ class ConsistencyConfig:
             ``benchmarks/restart.py`` (numbers in the session-15 note). On the first 200 validation crystals
             (``benchmarks/reconstruction.py --limit 200``, session-15 VAE, column *no restart*): match 0.485 ->
             0.505, |Δn| 0.245 -> 0.190, site EMD 0.085 -> 0.079 Å, 87 crystals restarted, 17.0 s per crystal.
-        element_refit_above, element_refit_steps, element_refit_top: a crystal still farther than
-            ``element_refit_above`` from its code after all the above (restart included) is tried once more with
-            one site's element changed, for every site and every element among its neighbours in Z (±1) and its
-            ``element_refit_top`` likeliest classes, each candidate's positions fitted through the encoder
-            (``element_refit_steps`` Adam steps at ``position_lr_A``); the nearest candidate is kept where it is
-            nearer than the reading (None = off, the default; ``icsg.generation.pipeline.element_refits``). Why:
-            a wrong element pulls the position fit to positions where the right element scores worse than the
+        exact_fit_steps, exact_fit_cell_lr, exact_below: at the very end, positions and cell lengths are
+            fitted together through the encoder (``exact_fit_steps`` Adam steps, positions at ``position_lr_A``
+            Å and the cell at ``exact_fit_cell_lr`` in log length per step; 0 steps = off;
+            ``icsg.generation.pipeline.exact_fits``). A crystal whose code then lies closer than
+            ``exact_below`` to its latent vector reproduces it: it keeps the fitted cell and positions. Any
+            other gets the cell it was read with back (fractional coordinates kept), where it is nearer than
+            before. Why: in reconstruction the latent vector is the input crystal's own code, and the cell read
+            from it is ~0.014 Å off, which alone costs up to 9e-4 of code distance on the true crystal. In a dev
+            look at 32 perov_5 validation crystals (200-231, session-15 models), 100 steps at 1e-3 took every one
+            of the 16 matched readings to 1e-9...1e-8 with the cell error 0.000 Å, while the 16 misses stayed
+            at 1.5e-5 or more, their fitted cells farther off (0.015 -> 0.048 Å on average): the distance after
+            the fit tells a right reading from a wrong one, and the fitted cell is only right for right readings.
+            On the first 200 validation crystals (``benchmarks/reconstruction.py --limit 200``, session-16
+            models, element refit included, column *no exact fit*): match 0.52 -> 0.59, cell MAE 0.014 ->
+            0.0075 Å, site EMD 0.078 -> 0.059 Å, species 0.872 -> 0.893, 16.8 -> 22.7 s per crystal; 104
+            crystals reproduced their codes after the fit and 118 after the element refit, as many as matched.
+        element_refit_above, element_refit_steps, element_refit_top, element_refit_fits: after that fit, a
+            crystal still at least ``element_refit_above`` from its code is tried with one site's element
+            changed, for every site and every element among its neighbours in Z (±1) and its
+            ``element_refit_top`` likeliest classes, from the reading as it came to the exact fit (whose cell
+            moved to suit the wrong element); the ``element_refit_fits`` candidates nearest at fixed geometry
+            are fitted (positions and cell, ``element_refit_steps`` steps), and the nearest is kept where it is
+            nearer than the fitted reading, then fitted ``exact_fit_steps`` steps more (None = off). Why: a
+            wrong element pulls the position fit to positions where the right element scores worse than the
             wrong one (Co read as Ni, Ta as Hf), so neither the search (elements at fixed positions) nor the
-            position fit (positions at fixed elements) can leave. In a dev look at the session-15 readings of 32
-            validation crystals (200-231), 50 steps changed 4 of the 16 misses into matches (residuals 8.7e-4 to
-            7.5e-3 down to 3e-6 to 7e-5) at 10-20 s per refitted crystal, and the one matched crystal above 5e-4
-            (1.0e-3) into a miss (8.1e-4, N read as F): net +3 of 32 at a threshold of 5e-4 (dev scripts in the
-            session-16 note). Not yet measured on the benchmark, so off by default.
+            position fit (positions at fixed elements) can leave. In the dev look above, of the first 8 misses
+            3 came back right (residuals 1e-6, 3e-6, 2e-5 after 50 steps), the true element's candidate ranked
+            1st, 2nd and 4th at fixed geometry; starting the candidates from the fitted reading instead found
+            the same 3, a little farther (2e-6, 4e-6, 2e-4). Reconstruction only: generation passes None, as for
+            ``restart_above``.
     """
 
     top_k: int = 8
@@ -124,15 +141,22 @@ class ConsistencyConfig:
     position_lr_A: float = 0.01
     position_rounds: int = 1
     restart_above: float | None = 5e-4
-    element_refit_above: float | None = None
+    exact_fit_steps: int = 100
+    exact_fit_cell_lr: float = 1e-3
+    exact_below: float = 1e-6
+    element_refit_above: float | None = 1e-6
     element_refit_steps: int = 50
     element_refit_top: int = 2
+    element_refit_fits: int = 4
 
     def __post_init__(self) -> None:
         if self.element_refit_above is not None and not self.element_refit_above >= 0:
             raise ValueError("element_refit_above is a code distance and must be >= 0 (None turns it off)")
-        if self.element_refit_steps < 1 or self.element_refit_top < 0:
-            raise ValueError("ConsistencyConfig needs element_refit_steps >= 1 and element_refit_top >= 0")
+        if self.element_refit_steps < 1 or self.element_refit_top < 0 or self.element_refit_fits < 1:
+            raise ValueError("ConsistencyConfig needs element_refit_steps >= 1, element_refit_top >= 0 and "
+                             "element_refit_fits >= 1")
+        if self.exact_fit_steps < 0 or self.exact_fit_cell_lr < 0 or not self.exact_below > 0:
+            raise ValueError("ConsistencyConfig needs exact_fit_steps >= 0, exact_fit_cell_lr >= 0 and exact_below > 0")
         if self.position_steps < 0 or self.position_rounds < 0 or self.position_lr_A <= 0:
             raise ValueError("ConsistencyConfig needs position_steps >= 0, position_rounds >= 0, position_lr_A > 0")
         if self.top_k < 1 or self.rounds < 1 or self.species_passes < 0 or self.z_neighbours < 0:
@@ -251,6 +275,14 @@ class _Scorer:
             out[i:i + len(chunk)] = np.mean((np.asarray(mu) - self.latents[own]) ** 2, axis=1)
         self.maps += len(candidates)
         return out
+
+
+def code_distances(vae, sites: list[Sites], latents: np.ndarray, cond: np.ndarray, spec: GridSpec,
+                   batch_size: int = 64) -> np.ndarray:
+    """(M,) mean squared distance between each crystal's posterior mean and its latent vector (rows of
+    ``latents`` and ``cond`` one per crystal): the score of the whole refinement, without gradients."""
+    score = _Scorer(vae, np.asarray(latents), np.asarray(cond), spec, batch_size)
+    return score(list(range(len(sites))), [(s.z, s.centroids_vox, np.asarray(s.abc_A, np.float64)) for s in sites])
 
 
 def _cell_moves(sites: list[Sites], active: list[int], score: _Scorer, factors: np.ndarray, per_axis: bool) -> None:

@@ -57,9 +57,9 @@ class Generator:
         refine: read each decoded map as the crystal whose code is closest to the map's latent vector
             (``icsg.generation.consistency``; default on, a ``ConsistencyConfig`` to tune it, e.g.
             ``ConsistencyConfig(soft_steps=60)`` for the soft fit first, False for the segmentation alone,
-            several times faster). ``True`` leaves out the restart from the segmentation
-            (``ConsistencyConfig.restart_above``), which is measured on reconstruction only; pass a
-            ``ConsistencyConfig`` to have it.
+            several times faster). ``True`` leaves out the restart from the segmentation, the exact fit and the
+            element refit (``ConsistencyConfig.restart_above``, ``exact_fit_steps``, ``element_refit_above``),
+            which are measured on reconstruction only; pass a ``ConsistencyConfig`` to have them.
         cell_from: 'latent' (default): cell lengths from the latent vector by the ridge readout stored beside
             the VAE weights (vae_cell.npz, ``icsg.generation.latent_cell``); 'coords': from the decoded
             coordinate channels, as in the paper.
@@ -83,7 +83,8 @@ class Generator:
         self.batch_size, self.workers, self.rotations = batch_size, workers, rotations
         self.segmentation = segmentation_for(self.unet_meta["elements_Z"], species_from)
         self.prior_name, self.temperature = prior, float(temperature)
-        self.consistency = ConsistencyConfig(restart_above=None) if refine is True else (refine or None)
+        self.consistency = (ConsistencyConfig(restart_above=None, exact_fit_steps=0, element_refit_above=None)
+                            if refine is True else (refine or None))
         self._prior_path = Path(vae or weights_dir) / PRIOR_FILE
         self.cell_from, self._vae_dir = cell_from, Path(vae or weights_dir)
         self.predictor = None

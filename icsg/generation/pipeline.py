@@ -203,8 +203,8 @@ def refined(vae, items: list[tuple], b: DecodedBatch, latents: np.ndarray, cond:
     were decoded from (``icsg.generation.consistency``); unchanged when ``cfg`` is None. With
     ``cfg.soft_steps`` the soft fit (``icsg.generation.soft_fit``) comes first and the discrete search
     polishes its result; crystals left farther than ``cfg.restart_above`` from their code are read again from
-    the segmentation (``restarted``), and those then farther than ``cfg.element_refit_above`` are tried with one
-    element changed and their positions refitted (``element_refits``).
+    the segmentation (``restarted``); last, positions and cell are fitted together and crystals that do not then
+    reproduce their code are tried with one element changed (``exact_fits``).
 
     What the search may try comes from the batch, and only here, so reading without refinement pays nothing
     for it: each site's class log-probabilities (the elements tried) and the spare positions with theirs."""
@@ -224,7 +224,7 @@ def refined(vae, items: list[tuple], b: DecodedBatch, latents: np.ndarray, cond:
     items = position_rounds(vae, items, b, latents, cond, spec, seg, cfg)
     if start is not None:
         items = restarted(vae, items, start, b, latents, cond, spec, seg, cfg)
-    return element_refits(vae, items, b, latents, cond, spec, cfg)
+    return exact_fits(vae, items, b, latents, cond, spec, cfg)
 
 
 def element_refit_candidates(s: Sites, classes_Z: np.ndarray, top: int) -> list[Sites]:
@@ -240,33 +240,75 @@ def element_refit_candidates(s: Sites, classes_Z: np.ndarray, top: int) -> list[
     return out
 
 
-def element_refits(vae, items: list[tuple], b: DecodedBatch, latents: np.ndarray, cond: np.ndarray,
-                   spec: GridSpec, cfg: ConsistencyConfig, chunk: int = 16) -> list[tuple]:
-    """``items`` with every crystal still farther than ``cfg.element_refit_above`` from its code replaced by the
-    nearest of its ``element_refit_candidates``, each with its positions fitted through the encoder
-    (``cfg.element_refit_steps`` Adam steps), where that is nearer (``ConsistencyConfig.element_refit_above``).
-    Unchanged when it is off or without class probabilities; fitted ``chunk`` candidates at a time."""
-    if cfg.element_refit_above is None or b.class_probs is None:
+def exact_fits(vae, items: list[tuple], b: DecodedBatch, latents: np.ndarray, cond: np.ndarray, spec: GridSpec,
+               cfg: ConsistencyConfig, chunk: int = 16, counts: dict | None = None) -> list[tuple]:
+    """``items`` with positions and cell lengths fitted together through the encoder
+    (``cfg.exact_fit_steps``); crystals still at least ``cfg.element_refit_above`` from their code are then tried
+    with one site's element changed (``element_refit_candidates`` of the reading as it came: the
+    ``cfg.element_refit_fits`` nearest at fixed geometry, each fitted ``cfg.element_refit_steps`` steps, the
+    nearest kept where nearer than the fitted reading and fitted again). Only a crystal that ends closer than ``cfg.exact_below`` keeps the fitted cell; any other gets its
+    cell back (fractional coordinates kept) and is scored again. ``counts`` (if given) is incremented with
+    'crystals', 'exact_first', 'refit', 'refit_kept', 'exact'. Unchanged when ``cfg.exact_fit_steps`` is 0.
+    Why: see ``ConsistencyConfig.exact_below``."""
+    if cfg.exact_fit_steps <= 0:
         return items
+    from icsg.generation.consistency import code_distances
     from icsg.generation.soft_fit import position_fit
 
-    owner, cands = [], []
-    for i, (s, _) in enumerate(items):
-        if s is not None and len(s.z) and s.residual > cfg.element_refit_above:
-            for c in element_refit_candidates(s, b.classes_Z, cfg.element_refit_top):
-                owner.append(i), cands.append(c)
-    if not cands:
-        return items
     latents, cond = np.asarray(latents), np.asarray(cond)
-    fitted: list[Sites] = []
-    for j in range(0, len(cands), chunk):
-        own = np.asarray(owner[j:j + chunk])
-        fitted += position_fit(vae, cands[j:j + chunk], latents[own], cond[own], spec, cfg.element_refit_steps,
-                               cfg.position_lr_A)
+    todo = [i for i, (s, _) in enumerate(items) if s is not None and len(s.z)]
+    if not todo:
+        return items
+
+    def fit(sites: list[Sites], own: list[int], steps: int) -> list[Sites]:
+        out: list[Sites] = []
+        for j in range(0, len(sites), chunk):
+            o = np.asarray(own[j:j + chunk])
+            out += position_fit(vae, sites[j:j + chunk], latents[o], cond[o], spec, steps, cfg.position_lr_A,
+                                cfg.exact_fit_cell_lr)
+        return out
+
+    fitted = dict(zip(todo, fit([items[i][0] for i in todo], todo, cfg.exact_fit_steps)))
+    n_exact_first = sum(fitted[i].residual < cfg.exact_below for i in todo)
+    refit = [i for i in todo if cfg.element_refit_above is not None and b.class_probs is not None
+             and fitted[i].residual >= cfg.element_refit_above]
+    n_kept = 0
+    if refit:
+        owner, cands = [], []
+        for i in refit:  # from the reading as it came: the fit above moved its cell to suit the wrong element
+            for c in element_refit_candidates(items[i][0], b.classes_Z, cfg.element_refit_top):
+                owner.append(i), cands.append(c)
+        if cands:
+            d = code_distances(vae, cands, latents[owner], cond[owner], spec, cfg.batch_size)
+            owner_a = np.asarray(owner)
+            pick = [m for i in refit for m in np.flatnonzero(owner_a == i)[np.argsort(d[owner_a == i],
+                                                                                   kind="stable")][:cfg.element_refit_fits]]
+            tried = fit([cands[m] for m in pick], [owner[m] for m in pick], cfg.element_refit_steps)
+            best: dict[int, Sites] = {}
+            for m, f in zip(pick, tried):
+                i = owner[m]
+                if f.residual < (best[i] if i in best else fitted[i]).residual:
+                    best[i] = f
+            if best:
+                again = fit(list(best.values()), list(best), cfg.exact_fit_steps)
+                for i, f in zip(best, again):
+                    fitted[i] = f
+                n_kept = len(best)
     out = list(items)
-    for i, f in zip(owner, fitted):
-        if f.residual < out[i][0].residual:
-            out[i] = (f, out[i][1])
+    for i in todo:
+        f = fitted[i]
+        if f.residual >= cfg.exact_below:  # not reproduced: the fitted cell made up for something else
+            f = Sites(np.asarray(items[i][0].abc_A, np.float64), f.z, f.centroids_vox, moves=f.moves)
+            f.residual = float(code_distances(vae, [f], latents[[i]], cond[[i]], spec)[0])
+            if not f.residual < items[i][0].residual:  # the distance never rises
+                continue
+        s = items[i][0]  # what the search may try is the reading's (same sites, moved a little)
+        f.log_probs, f.spare_vox, f.spare_log_probs = s.log_probs, s.spare_vox, s.spare_log_probs
+        out[i] = (f, items[i][1])
+    if counts is not None:
+        for k, v in (("crystals", len(todo)), ("exact_first", n_exact_first), ("refit", len(refit)),
+                     ("refit_kept", n_kept), ("exact", sum(out[i][0].residual < cfg.exact_below for i in todo))):
+            counts[k] = counts.get(k, 0) + int(v)
     return out
 
 

@@ -190,14 +190,17 @@ def soft_fit(vae, sites: list[Sites | None], latents: np.ndarray, cond: np.ndarr
 
 
 def position_fit(vae, sites: list[Sites | None], latents: np.ndarray, cond: np.ndarray, spec: GridSpec,
-                 steps: int = 100, lr_A: float = 0.01) -> list[Sites | None]:
+                 steps: int = 100, lr_A: float = 0.01, cell_lr: float = 0.0) -> list[Sites | None]:
     """New ``Sites`` with the positions alone fitted so the crystal's code approaches its latent vector
     (elements, occupancy and cell fixed); per crystal the positions of the lowest distance seen are kept, so
     the result is never farther from z than the start. None stays None.
 
     Why: segmented positions are 0.1-0.5 Å off on decoded maps, and from there the true elements are often
     farther from z than wrong ones, so element moves alone cannot find them
-    (``ConsistencyConfig.position_steps``)."""
+    (``ConsistencyConfig.position_steps``).
+
+    ``cell_lr`` > 0 (per step, in log cell length per axis) frees the cell lengths too, the positions scaled
+    with them (fractional coordinates kept): the exact fit of ``ConsistencyConfig.exact_below``."""
     latents, cond = np.asarray(latents, np.float32), np.asarray(cond, np.float32)
     todo = [i for i, s in enumerate(sites) if s is not None and len(s.z)]
     out = list(sites)
@@ -210,26 +213,32 @@ def position_fit(vae, sites: list[Sites | None], latents: np.ndarray, cond: np.n
         s, k = sites[i], len(sites[i].z)
         pos[b, :k], cz[b, :k, 0], mask[b, :k] = spec.index_to_cartesian(s.centroids_vox, s.abc_A), s.z, 1
     sigma = _widths(cz.ravel(), spec).reshape(cz.shape)
-    consts = [a.astype(np.float32) for a in (_NORM * cz / sigma**3, sigma, np.ones((B, K, 1)), mask,
-                                              np.stack([sites[i].abc_A for i in todo]), latents[todo], cond[todo])]
+    abc0 = np.stack([np.asarray(sites[i].abc_A, np.float64) for i in todo])
+    consts = [a.astype(np.float32) for a in (_NORM * cz / sigma**3, sigma, np.ones((B, K, 1)), mask, abc0,
+                                              latents[todo], cond[todo])]
 
-    def loss_fn(pos_t):
+    def loss_fn(pos_t, scale_t):
         from keras import ops
 
         amp_t, sigma_t, w_t, mask_t, abc_t, zz, cc = (ops.convert_to_tensor(a) for a in consts)
-        mu = vae.encoder([render_soft(pos_t, w_t, mask_t, abc_t, amp_t, sigma_t, spec), cc], training=False)[0]
+        f = ops.exp(scale_t)
+        x = render_soft(pos_t * f[:, None, :], w_t, mask_t, abc_t * f, amp_t, sigma_t, spec)
+        mu = vae.encoder([x, cc], training=False)[0]
         return ops.mean(ops.square(mu - zz), axis=1)
 
-    best, best_pos = np.full(B, np.inf), pos.copy()
-    adam, params = _Adam([pos], [lr_A]), [pos]
+    params = [pos, np.zeros((B, 3))]
+    best, best_pos, best_scale = np.full(B, np.inf), pos.copy(), np.zeros((B, 3))
+    adam = _Adam(params, [lr_A, cell_lr])
     for t in range(steps + 1):  # the last evaluation only scores the final positions
         loss, grads = _value_and_grads(loss_fn, params)
         better = loss < best
-        best[better], best_pos[better] = loss[better], params[0][better]
+        best[better], best_pos[better], best_scale[better] = loss[better], params[0][better], params[1][better]
         if t < steps:
             params = adam.step(params, grads)
     for b, i in enumerate(todo):
         s, k = sites[i], len(sites[i].z)
-        out[i] = Sites(np.asarray(s.abc_A, np.float64), np.asarray(s.z, np.int64).copy(),
-                       spec.cartesian_to_index(best_pos[b, :k], s.abc_A), residual=float(best[b]), moves=s.moves)
+        f = np.exp(best_scale[b])
+        abc = abc0[b] * f
+        out[i] = Sites(abc, np.asarray(s.z, np.int64).copy(), spec.cartesian_to_index(best_pos[b, :k] * f, abc),
+                       residual=float(best[b]), moves=s.moves)
     return out
