@@ -41,6 +41,7 @@ POSITION_STEPS = ConsistencyConfig().position_steps
 RESTART_ABOVE = ConsistencyConfig().restart_above
 EXACT_FIT_STEPS = ConsistencyConfig().exact_fit_steps
 ELEMENT_REFIT_ABOVE = ConsistencyConfig().element_refit_above
+REFIT_WIDTH = ConsistencyConfig().element_refit_width
 
 
 def main(argv=None) -> int:
@@ -69,7 +70,9 @@ def main(argv=None) -> int:
                          if a.exact_fit_steps != EXACT_FIT_STEPS and not a.no_refine else "")
                       + (" --no-element-refit" if a.no_element_refit and not a.no_refine else
                          f" --element-refit-above {a.element_refit_above}"
-                         if a.element_refit_above != ELEMENT_REFIT_ABOVE and not a.no_refine else ""))
+                         if a.element_refit_above != ELEMENT_REFIT_ABOVE and not a.no_refine else "")
+                      + (f" --element-refit-width {a.element_refit_width}"
+                         if a.element_refit_width != REFIT_WIDTH and not a.no_refine else ""))
     res["training"] = {"unet": um.get("training"), "vae": vm.get("training")}
     res.pop("failures_detail", None)
     out = HERE / "results"
@@ -82,6 +85,8 @@ def main(argv=None) -> int:
     name += "_no_restart" if a.no_restart and not a.no_refine else ""
     name += "_no_exact_fit" if not a.exact_fit_steps and not a.no_refine else ""
     name += "_no_element_refit" if a.exact_fit_steps and a.no_element_refit and not a.no_refine else ""
+    name += (f"_refit_width{a.element_refit_width}" if a.element_refit_width != REFIT_WIDTH and a.exact_fit_steps
+             and not a.no_element_refit and not a.no_refine else "")
     (out / f"{name}.json").write_text(json.dumps(res, indent=2, default=float))
     _slices(recs[:6], vae, vm, out / "reconstruction_slices.png")
     update_section(HERE / "RESULTS.md", name, render(res, name))
@@ -162,6 +167,10 @@ def render(res: dict, name: str = "reconstruction") -> str:
                   if refine.get("element_refit_above") is None else
                   f" --element-refit-above {refine['element_refit_above']}"
                   if refine["element_refit_above"] != ELEMENT_REFIT_ABOVE else "")
+    if exact and refine.get("element_refit_above") is not None and refine.get("element_refit_width",
+                                                                              REFIT_WIDTH) != REFIT_WIDTH:
+        refit_flag += f" --element-refit-width {refine['element_refit_width']}"
+        title += f", element refit width {refine['element_refit_width']}"
     if exact and refine["exact_fit_steps"] != EXACT_FIT_STEPS:
         refit_flag = f" --exact-fit-steps {refine['exact_fit_steps']}" + refit_flag
     if res.get("weights_label"):  # a record kept from weights shipped before the present ones

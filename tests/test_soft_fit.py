@@ -232,6 +232,9 @@ def test_exact_fit_keeps_the_fitted_cell_only_when_the_code_is_reproduced():
     # neighbours in Z within the classes (Zr: Sr and Ba; Ti: F and Sr; O: F), no class probabilities here
     assert [c.z.tolist() for c in element_refit_candidates(wrong, CLASSES, 2)][:2] == [[38, 22, 8, 8, 8],
                                                                                       [56, 22, 8, 8, 8]]
+    # width 2: two neighbours on either side (Zr: Ti, Sr and Ba), as F read where N is lies past O
+    w1, w2 = ({tuple(c.z.tolist()) for c in element_refit_candidates(wrong, CLASSES, 0, w)} for w in (1, 2))
+    assert w1 < w2 and (22, 22, 8, 8, 8) in w2 - w1
     b = DecodedBatch(np.zeros((4, 16, 16, 16)), np.zeros((4, 16, 16, 16, 3)), np.zeros((4, 16, 16, 16)),
                      np.zeros((4, 16, 16, 16)), np.full((4, 16, 16, 16, len(CLASSES)), 0.1), CLASSES)
     items = [(right, None), (wrong, None), (short, None), (None, "no atomic sites found")]
@@ -252,6 +255,8 @@ def test_exact_fit_keeps_the_fitted_cell_only_when_the_code_is_reproduced():
         ConsistencyConfig(element_refit_above=-1.0)
     with pytest.raises(ValueError, match="exact_below"):
         ConsistencyConfig(exact_below=0.0)
+    with pytest.raises(ValueError, match="element_refit_width"):
+        ConsistencyConfig(element_refit_width=-1)
 
 
 def test_soft_fit_on_tensorflow():

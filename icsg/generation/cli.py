@@ -202,6 +202,9 @@ def add_reading_options(p, generation: bool = False) -> None:
                         "the nearest where nearer (default " + ("off" if refit is None else f"{refit}")
                         + f"; {base.element_refit_above} in reconstruction; needs --exact-fit-steps > 0)")
     p.add_argument("--no-element-refit", action="store_true", help="skip the element refit (faster)")
+    p.add_argument("--element-refit-width", type=int, default=base.element_refit_width, metavar="N",
+                   help="the element refit tries the N neighbours in Z on either side of each site's element (default "
+                        f"{base.element_refit_width}; 2 reaches N from F, not yet measured on the benchmark)")
     p.add_argument("--cell-from", choices=("latent", "coords"), default="latent",
                    help="cell lengths from the latent vector by the readout beside the VAE weights (latent, default; "
                         "vae_cell.npz) or from the decoded coordinate channels (coords, the paper)")
@@ -214,7 +217,8 @@ def reading_config(a) -> ConsistencyConfig | None:
     return ConsistencyConfig(soft_steps=a.soft_steps, position_steps=a.position_steps,
                              restart_above=None if a.no_restart else a.restart_above,
                              exact_fit_steps=a.exact_fit_steps,
-                             element_refit_above=None if a.no_element_refit else a.element_refit_above)
+                             element_refit_above=None if a.no_element_refit else a.element_refit_above,
+                             element_refit_width=a.element_refit_width)
 
 
 def register_cli(sub) -> None:

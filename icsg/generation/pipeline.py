@@ -227,12 +227,13 @@ def refined(vae, items: list[tuple], b: DecodedBatch, latents: np.ndarray, cond:
     return exact_fits(vae, items, b, latents, cond, spec, cfg)
 
 
-def element_refit_candidates(s: Sites, classes_Z: np.ndarray, top: int) -> list[Sites]:
-    """``s`` with one site's element changed, for every site and every element among its neighbours in Z
-    (±1 within ``classes_Z``) and its ``top`` likeliest classes (``Sites.log_probs``); positions and cell kept."""
+def element_refit_candidates(s: Sites, classes_Z: np.ndarray, top: int, width: int = 1) -> list[Sites]:
+    """``s`` with one site's element changed, for every site and every element among its ``width`` neighbours in
+    Z on either side (within ``classes_Z``) and its ``top`` likeliest classes (``Sites.log_probs``); positions and
+    cell kept."""
     out = []
     for k in range(len(s.z)):
-        for e in site_elements(s, k, classes_Z, top, 1):
+        for e in site_elements(s, k, classes_Z, top, width):
             if e != s.z[k]:
                 z2 = np.asarray(s.z, dtype=np.int64).copy()
                 z2[k] = e
@@ -276,7 +277,8 @@ def exact_fits(vae, items: list[tuple], b: DecodedBatch, latents: np.ndarray, co
     if refit:
         owner, cands = [], []
         for i in refit:  # from the reading as it came: the fit above moved its cell to suit the wrong element
-            for c in element_refit_candidates(items[i][0], b.classes_Z, cfg.element_refit_top):
+            for c in element_refit_candidates(items[i][0], b.classes_Z, cfg.element_refit_top,
+                                              cfg.element_refit_width):
                 owner.append(i), cands.append(c)
         if cands:
             d = code_distances(vae, cands, latents[owner], cond[owner], spec, cfg.batch_size)
