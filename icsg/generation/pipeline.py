@@ -247,8 +247,9 @@ def exact_fits(vae, items: list[tuple], b: DecodedBatch, latents: np.ndarray, co
     (``cfg.exact_fit_steps``); crystals still at least ``cfg.element_refit_above`` from their code are then tried
     with one site's element changed (``element_refit_candidates`` of the reading as it came: the
     ``cfg.element_refit_fits`` nearest at fixed geometry, each fitted ``cfg.element_refit_steps`` steps, the
-    nearest kept where nearer than the fitted reading and fitted again). Only a crystal that ends closer than ``cfg.exact_below`` keeps the fitted cell; any other gets its
-    cell back (fractional coordinates kept) and is scored again. ``counts`` (if given) is incremented with
+    nearest kept where nearer than the fitted reading and fitted again). Only a crystal that ends closer than
+    ``cfg.exact_below`` keeps the fitted cell; any other gets its cell back (fractional coordinates kept), is
+    scored again and replaces the reading only where nearer its code. ``counts`` (if given) is incremented with
     'crystals', 'exact_first', 'refit', 'refit_kept', 'exact'. Unchanged when ``cfg.exact_fit_steps`` is 0.
     Why: see ``ConsistencyConfig.exact_below``."""
     if cfg.exact_fit_steps <= 0:
@@ -282,9 +283,10 @@ def exact_fits(vae, items: list[tuple], b: DecodedBatch, latents: np.ndarray, co
                 owner.append(i), cands.append(c)
         if cands:
             d = code_distances(vae, cands, latents[owner], cond[owner], spec, cfg.batch_size)
-            owner_a = np.asarray(owner)
-            pick = [m for i in refit for m in np.flatnonzero(owner_a == i)[np.argsort(d[owner_a == i],
-                                                                                   kind="stable")][:cfg.element_refit_fits]]
+            owner_a, pick = np.asarray(owner), []
+            for i in refit:  # each crystal's candidates nearest at fixed geometry
+                mine = np.flatnonzero(owner_a == i)
+                pick += mine[np.argsort(d[mine], kind="stable")][:cfg.element_refit_fits].tolist()
             tried = fit([cands[m] for m in pick], [owner[m] for m in pick], cfg.element_refit_steps)
             best: dict[int, Sites] = {}
             for m, f in zip(pick, tried):
@@ -296,15 +298,21 @@ def exact_fits(vae, items: list[tuple], b: DecodedBatch, latents: np.ndarray, co
                 for i, f in zip(best, again):
                     fitted[i] = f
                 n_kept = len(best)
+    # not reproduced: the fitted cell made up for something else, so the read cell comes back
+    back = [i for i in todo if fitted[i].residual >= cfg.exact_below]
+    for i in back:
+        f = fitted[i]
+        fitted[i] = Sites(np.asarray(items[i][0].abc_A, np.float64), f.z, f.centroids_vox, moves=f.moves)
+    if back:
+        d = code_distances(vae, [fitted[i] for i in back], latents[back], cond[back], spec, cfg.batch_size)
+        for i, di in zip(back, d):
+            fitted[i].residual = float(di)
     out = list(items)
     for i in todo:
-        f = fitted[i]
-        if f.residual >= cfg.exact_below:  # not reproduced: the fitted cell made up for something else
-            f = Sites(np.asarray(items[i][0].abc_A, np.float64), f.z, f.centroids_vox, moves=f.moves)
-            f.residual = float(code_distances(vae, [f], latents[[i]], cond[[i]], spec)[0])
-            if not f.residual < items[i][0].residual:  # the distance never rises
-                continue
-        s = items[i][0]  # what the search may try is the reading's (same sites, moved a little)
+        f, s = fitted[i], items[i][0]
+        if not f.residual < (np.inf if np.isnan(s.residual) else s.residual):  # the distance never rises
+            continue
+        # what the search may try stays the reading's (same sites, moved a little)
         f.log_probs, f.spare_vox, f.spare_log_probs = s.log_probs, s.spare_vox, s.spare_log_probs
         out[i] = (f, items[i][1])
     if counts is not None:
