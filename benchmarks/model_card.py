@@ -175,7 +175,10 @@ def main(argv: list[str] | None = None) -> int:
               "--limit 200`): match 52.0 % (50.5 % with the epoch-48 VAE), 50.0 % for the first reading alone "
               "(48.5 %), site EMD 0.078 Å (0.079), |Δn| 0.175 (0.190), species 0.872 (0.858), cell MAE 0.014 Å. "
               "The epoch-48 VAE's reconstruction stays on record in benchmarks/RESULTS.md "
-              "(reconstruction_session15).",
+              "(reconstruction_session15). Those numbers predate the exact fit of session 17 (the same command "
+              "with `--exact-fit-steps 0`, record reconstruction_session16); with it, the same command on these "
+              "weights: match 59.0 %, site EMD 0.059 Å, |Δn| 0.180, species 0.893, cell MAE 0.0075 Å "
+              "(record reconstruction).",
               "Continue either model on any machine with `--init-weights weights/NAME.weights.h5`.", ""]
     for name, title in (("unet", "3-D UNet segmenter"), ("vae", "Cond-DFC-VAE")):
         meta = _load(W / f"{name}.json")
