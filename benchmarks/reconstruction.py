@@ -42,6 +42,7 @@ RESTART_ABOVE = ConsistencyConfig().restart_above
 EXACT_FIT_STEPS = ConsistencyConfig().exact_fit_steps
 ELEMENT_REFIT_ABOVE = ConsistencyConfig().element_refit_above
 REFIT_WIDTH = ConsistencyConfig().element_refit_width
+REFIT_ROUNDS = ConsistencyConfig().element_refit_rounds
 
 
 def main(argv=None) -> int:
@@ -72,7 +73,10 @@ def main(argv=None) -> int:
                          f" --element-refit-above {a.element_refit_above}"
                          if a.element_refit_above != ELEMENT_REFIT_ABOVE and not a.no_refine else "")
                       + (f" --element-refit-width {a.element_refit_width}"
-                         if a.element_refit_width != REFIT_WIDTH and not a.no_refine else ""))
+                         if a.element_refit_width != REFIT_WIDTH and not a.no_refine else "")
+                      + (f" --element-refit-rounds {a.element_refit_rounds}"
+                         if a.element_refit_rounds != REFIT_ROUNDS and not a.no_refine else "")
+                      + (" --no-site-refit" if a.no_site_refit and not a.no_refine else ""))
     res["training"] = {"unet": um.get("training"), "vae": vm.get("training")}
     res.pop("failures_detail", None)
     out = HERE / "results"
@@ -87,6 +91,9 @@ def main(argv=None) -> int:
     name += "_no_element_refit" if a.exact_fit_steps and a.no_element_refit and not a.no_refine else ""
     name += (f"_refit_width{a.element_refit_width}" if a.element_refit_width != REFIT_WIDTH and a.exact_fit_steps
              and not a.no_element_refit and not a.no_refine else "")
+    refit_on = a.exact_fit_steps and not a.no_element_refit and not a.no_refine
+    name += f"_refit_rounds{a.element_refit_rounds}" if a.element_refit_rounds != REFIT_ROUNDS and refit_on else ""
+    name += "_no_site_refit" if a.no_site_refit and refit_on else ""
     (out / f"{name}.json").write_text(json.dumps(res, indent=2, default=float))
     _slices(recs[:6], vae, vm, out / "reconstruction_slices.png")
     update_section(HERE / "RESULTS.md", name, render(res, name))
@@ -167,10 +174,18 @@ def render(res: dict, name: str = "reconstruction") -> str:
                   if refine.get("element_refit_above") is None else
                   f" --element-refit-above {refine['element_refit_above']}"
                   if refine["element_refit_above"] != ELEMENT_REFIT_ABOVE else "")
-    if exact and refine.get("element_refit_above") is not None and refine.get("element_refit_width",
-                                                                              REFIT_WIDTH) != REFIT_WIDTH:
-        refit_flag += f" --element-refit-width {refine['element_refit_width']}"
-        title += f", element refit width {refine['element_refit_width']}"
+    if exact and refine.get("element_refit_above") is not None:
+        # records from before these options existed read with width 1, one round, no site candidates
+        width, rounds = refine.get("element_refit_width", 1), refine.get("element_refit_rounds", 1)
+        if width != REFIT_WIDTH:
+            refit_flag += f" --element-refit-width {width}"
+            title += f", element refit width {width}"
+        if rounds != REFIT_ROUNDS:
+            refit_flag += f" --element-refit-rounds {rounds}"
+            title += f", {rounds} refit round{'s' if rounds > 1 else ''}"
+        if not refine.get("site_refit", False):
+            refit_flag += " --no-site-refit"
+            title += ", no site refit"
     if exact and refine["exact_fit_steps"] != EXACT_FIT_STEPS:
         refit_flag = f" --exact-fit-steps {refine['exact_fit_steps']}" + refit_flag
     if res.get("weights_label"):  # a record kept from weights shipped before the present ones

@@ -1,6 +1,8 @@
 """The soft fit (icsg.generation.soft_fit) with a stand-in Keras encoder, a fixed random projection of
 [M, C]: gradients reach elements, occupancies, positions and cell through the encoder."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -240,7 +242,8 @@ def test_exact_fit_keeps_the_fitted_cell_only_when_the_code_is_reproduced():
     items = [(right, None), (wrong, None), (short, None), (None, "no atomic sites found")]
     cfg = ConsistencyConfig(exact_fit_steps=150, exact_fit_cell_lr=2e-3, position_lr_A=0.005,
                             exact_below=1e-3 * right.residual, element_refit_above=1e-3 * right.residual,
-                            element_refit_steps=100, element_refit_fits=2)
+                            element_refit_steps=100, element_refit_fits=2, element_refit_width=1,
+                            element_refit_rounds=1, site_refit=False)
     counts: dict = {}
     out = exact_fits(vae, items, b, zz, cc, SPEC, cfg, counts=counts)
     for k in (0, 1):
@@ -275,3 +278,73 @@ def test_soft_fit_on_tensorflow():
                        env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout[-3000:]
     assert "3 passed" in r.stdout
+
+
+def test_site_refit_candidates_remove_each_site_and_merge_close_pairs_at_their_centre():
+    """One removal per site; a pair of sites 0.59 Å apart (O at x = 0.9, F at x = 1.05 of a 3.9 Å cell, inside
+    the padded box) merges at their Z-weighted centre, not wrapped, into O, F and the classes beside their
+    summed Z (17: F and Ti here, the nearest below and above); a pair as close only through a periodic image
+    (eq. 1 draws none) and sites farther apart are left."""
+    from icsg.generation.pipeline import site_refit_candidates
+
+    abc = np.full(3, 3.9)
+    frac = np.array([[0.5, 0.5, 0.5], [0.9, 0.0, 0.0], [1.05, 0.0, 0.0]])
+    vox = SPEC.cartesian_to_index(frac * abc, abc)
+    s = Sites(abc, np.array([38, 8, 9]), vox, log_probs=np.log(np.full((3, len(CLASSES)), 1 / len(CLASSES))))
+    c = site_refit_candidates(s, CLASSES, SPEC, merge_within_A=1.0, width=1)
+    removals, merges = c[:3], c[3:]
+    assert [r.z.tolist() for r in removals] == [[8, 9], [38, 9], [38, 8]]
+    assert all(len(r.log_probs) == 2 for r in removals)
+    assert [m.z.tolist() for m in merges] == [[38, 8], [38, 9], [38, 22]]  # 17 lies between F (9) and Ti (22)
+    centre = SPEC.index_to_cartesian(merges[0].centroids_vox[-1], abc) / abc
+    np.testing.assert_allclose(centre, [0.9 + 0.15 * 9 / 17, 0, 0], atol=1e-9)
+    assert merges[0].log_probs.shape == (2, len(CLASSES))
+    assert site_refit_candidates(s, CLASSES, SPEC, merge_within_A=0.5)[3:] == []  # 0.59 Å apart: no merge
+    across = Sites(abc, s.z, SPEC.cartesian_to_index(np.array([[0.5, 0.5, 0.5], [0.95, 0, 0], [0.05, 0, 0]]) * abc,
+                                                         abc))
+    assert len(site_refit_candidates(across, CLASSES, SPEC, merge_within_A=1.0)) == 3
+    assert site_refit_candidates(Sites(abc, np.array([38]), vox[:1]), CLASSES, SPEC, 1.0) == []
+
+
+def test_site_refit_removes_a_spurious_site_and_merges_a_split_one():
+    """The refit's site candidates (``ConsistencyConfig.site_refit``): an O read at a spurious position beside
+    the five true sites is removed, and Ti read as two O 0.6 Å apart is merged back into Ti; both then fit
+    their code to below ``exact_below`` with the cell right. Without site candidates neither is reproduced."""
+    from icsg.generation.consistency import ConsistencyConfig, code_distances
+    from icsg.generation.pipeline import DecodedBatch, exact_fits
+
+    vae = _VAE()
+    truth = _perovskite(3.9)
+    target = _target(vae, truth)
+    read_abc = np.full(3, 3.95)
+    vox = SPEC.cartesian_to_index(truth.cart_coords, np.array(truth.lattice.abc))
+    ti = vox[1]
+    shift = SPEC.cartesian_to_index(np.array([[0.3, 0, 0]]) + truth.cart_coords[1], np.array(truth.lattice.abc))[0]
+    extra = Sites(read_abc, np.array([38, 22, 8, 8, 8, 8]),
+                  np.vstack([vox, SPEC.cartesian_to_index(np.array([[1.0, 2.9, 1.2]]), read_abc)]))
+    split = Sites(read_abc, np.array([38, 8, 8, 8, 8, 8]), np.vstack([vox[:1], [2 * ti - shift, shift], vox[2:]]))
+    for s in (extra, split):
+        s.log_probs = np.log(np.full((6, len(CLASSES)), 1 / len(CLASSES)))
+    zz, cc = np.vstack([target] * 2), np.zeros((2, 10))
+    for k, s in enumerate((extra, split)):
+        s.residual = float(code_distances(vae, [s], zz[[k]], cc[[k]], SPEC)[0])
+    b = DecodedBatch(np.zeros((2, 16, 16, 16)), np.zeros((2, 16, 16, 16, 3)), np.zeros((2, 16, 16, 16)),
+                     np.zeros((2, 16, 16, 16)), np.full((2, 16, 16, 16, len(CLASSES)), 0.1), CLASSES)
+    items = [(extra, None), (split, None)]
+    exact = 1e-3 * float(code_distances(vae, [Sites(read_abc, np.array([38, 22, 8, 8, 8]), vox)], zz[:1], cc[:1],
+                                        SPEC)[0])
+    cfg = ConsistencyConfig(exact_fit_steps=150, exact_fit_cell_lr=2e-3, position_lr_A=0.005, exact_below=exact,
+                            element_refit_above=exact, element_refit_steps=100, element_refit_fits=4,
+                            element_refit_width=1, element_refit_rounds=2, site_refit=True,
+                            site_merge_within_A=1.0)
+    counts: dict = {}
+    out = exact_fits(vae, items, b, zz, cc, SPEC, cfg, counts=counts)
+    for got in (o[0] for o in out):
+        assert sorted(got.z.tolist()) == [8, 8, 8, 22, 38] and got.residual < exact
+        assert got.log_probs.shape == (5, len(CLASSES))  # one row per site left
+        assert np.abs(got.abc_A - 3.9).max() < 0.01
+    assert counts["exact"] == 2 and counts["refit_kept"] == 2
+    off = exact_fits(vae, items, b, zz, cc, SPEC, dataclasses.replace(cfg, site_refit=False))
+    assert all(o[0].residual >= exact for o in off)
+    with pytest.raises(ValueError, match="element_refit_rounds"):
+        ConsistencyConfig(element_refit_rounds=0)

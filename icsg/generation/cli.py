@@ -204,7 +204,13 @@ def add_reading_options(p, generation: bool = False) -> None:
     p.add_argument("--no-element-refit", action="store_true", help="skip the element refit (faster)")
     p.add_argument("--element-refit-width", type=int, default=base.element_refit_width, metavar="N",
                    help="the element refit tries the N neighbours in Z on either side of each site's element (default "
-                        f"{base.element_refit_width}; 2 reaches N from F, not yet measured on the benchmark)")
+                        f"{base.element_refit_width}: N is two steps from F, past O)")
+    p.add_argument("--element-refit-rounds", type=int, default=base.element_refit_rounds, metavar="N",
+                   help="repeat the element refit up to N times from the crystals it improved that still do not "
+                        f"reproduce their code (default {base.element_refit_rounds}; 1 = one change per crystal)")
+    p.add_argument("--no-site-refit", action="store_true",
+                   help="the element refit changes elements only: no candidates with one site removed or two close "
+                        "sites merged (faster)")
     p.add_argument("--cell-from", choices=("latent", "coords"), default="latent",
                    help="cell lengths from the latent vector by the readout beside the VAE weights (latent, default; "
                         "vae_cell.npz) or from the decoded coordinate channels (coords, the paper)")
@@ -218,7 +224,8 @@ def reading_config(a) -> ConsistencyConfig | None:
                              restart_above=None if a.no_restart else a.restart_above,
                              exact_fit_steps=a.exact_fit_steps,
                              element_refit_above=None if a.no_element_refit else a.element_refit_above,
-                             element_refit_width=a.element_refit_width)
+                             element_refit_width=a.element_refit_width,
+                             element_refit_rounds=a.element_refit_rounds, site_refit=not a.no_site_refit)
 
 
 def register_cli(sub) -> None:

@@ -120,11 +120,23 @@ class ConsistencyConfig:
             position fit (positions at fixed elements) can leave. In the dev look above, of the first 8 misses
             3 came back right (residuals 1e-6, 3e-6, 2e-5 after 50 steps), the true element's candidate ranked
             1st, 2nd and 4th at fixed geometry; starting the candidates from the fitted reading instead found
-            the same 3, a little farther (2e-6, 4e-6, 2e-4). Reconstruction only: generation passes None, as for
-            ``restart_above``. Width 2 is not yet measured on the benchmark, but in the same dev look (the 4
-            nearest fitted, as here) it fixed 6 of 8 misses checked against 2 with width 1: F read where N is
-            (Z 9 for 7) is two steps away, past O. Candidates scored at fixed geometry are cheap, so it costs
-            little (``--element-refit-width 2``).
+            the same 3, a little farther (2e-6, 4e-6, 2e-4). Width 2 (the default since session 18) reaches N
+            from F, two steps away past O: in the same dev look it fixed 6 of 8 misses checked against 2 with
+            width 1. Reconstruction only: generation passes None, as for ``restart_above``.
+        element_refit_rounds, site_refit, site_merge_within_A: the refit is repeated up to
+            ``element_refit_rounds`` times, each round from the crystals the last one improved that still do not
+            reproduce their code (so two or three wrong elements can be put right one at a time); with
+            ``site_refit`` its candidates also include the crystal with one site removed, for every site, and
+            with every pair of sites closer than ``site_merge_within_A`` Å merged into one at their Z-weighted
+            centre, its element one of the pair's or a class beside their summed Z
+            (``icsg.generation.pipeline.site_refit_candidates``). Why: the discrete search removes sites at fixed
+            cell and positions only; a spurious site next to an image of a true one (an extra O at the cell
+            edge) or a broad peak read as two sites (S as O beside F) needs the fit after the change. In the
+            dev look above (16 misses of crystals 200-231 after the search, session-15 models; runs/exp18),
+            width 2 with 3 rounds and site candidates put 11 of the 16 right (F read for N in five crystals, Hf
+            for Ta, Ni for Co, Re for Os, Cd for Ag, Sn and Ir for Sb and Re in two rounds, an extra O removed),
+            8 min for the 16 on one core. Left: two readings far from their codes (1e-2), a Mn for Ti, an S read
+            as O beside F (its merge was not among the 4 nearest), and Li/B read for N (1.5e-2 -> 2e-3).
     """
 
     top_k: int = 8
@@ -152,15 +164,20 @@ class ConsistencyConfig:
     element_refit_steps: int = 50
     element_refit_top: int = 2
     element_refit_fits: int = 4
-    element_refit_width: int = 1
+    element_refit_width: int = 2
+    element_refit_rounds: int = 3
+    site_refit: bool = True
+    site_merge_within_A: float = 1.6
 
     def __post_init__(self) -> None:
         if self.element_refit_above is not None and not self.element_refit_above >= 0:
             raise ValueError("element_refit_above is a code distance and must be >= 0 (None turns it off)")
         if (self.element_refit_steps < 1 or self.element_refit_top < 0 or self.element_refit_fits < 1
-                or self.element_refit_width < 0):
+                or self.element_refit_width < 0 or self.element_refit_rounds < 1
+                or not self.site_merge_within_A >= 0):
             raise ValueError("ConsistencyConfig needs element_refit_steps >= 1, element_refit_top >= 0, "
-                             "element_refit_fits >= 1 and element_refit_width >= 0")
+                             "element_refit_fits >= 1, element_refit_width >= 0, element_refit_rounds >= 1 "
+                             "and site_merge_within_A >= 0")
         if self.exact_fit_steps < 0 or self.exact_fit_cell_lr < 0 or not self.exact_below > 0:
             raise ValueError("ConsistencyConfig needs exact_fit_steps >= 0, exact_fit_cell_lr >= 0 and exact_below > 0")
         if self.position_steps < 0 or self.position_rounds < 0 or self.position_lr_A <= 0:

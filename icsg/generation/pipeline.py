@@ -237,7 +237,45 @@ def element_refit_candidates(s: Sites, classes_Z: np.ndarray, top: int, width: i
             if e != s.z[k]:
                 z2 = np.asarray(s.z, dtype=np.int64).copy()
                 z2[k] = e
-                out.append(Sites(np.asarray(s.abc_A, np.float64), z2, np.asarray(s.centroids_vox).copy()))
+                out.append(Sites(np.asarray(s.abc_A, np.float64), z2, np.asarray(s.centroids_vox).copy(),
+                                 log_probs=s.log_probs))
+    return out
+
+
+def site_refit_candidates(s: Sites, classes_Z: np.ndarray, spec: GridSpec, merge_within_A: float,
+                          width: int = 1) -> list[Sites]:
+    """``s`` with one site removed, for every site, and with every pair of sites closer than ``merge_within_A``
+    (Å) merged into one at their Z-weighted centre, its element the pair's own two and the ``width`` classes on
+    either side of the summed Z (within ``classes_Z``). Cell kept. Why: a decoded peak too broad for its element
+    is read as two sites (S as O beside F); the density integrates to Z, so the merged site's element lies near
+    the sum (see ``ConsistencyConfig.site_refit``). Distances are taken in the box, without periodic images, as
+    eq. 1 draws the map: a site read at x = -0.02 is the image of the map's peak at 0, not at 0.98."""
+    z = np.asarray(s.z, dtype=np.int64)
+    vox = np.asarray(s.centroids_vox, dtype=np.float64)
+    abc = np.asarray(s.abc_A, np.float64)
+    lp = None if s.log_probs is None else np.asarray(s.log_probs)
+    out = []
+    if len(z) < 2:
+        return out
+    for k in range(len(z)):
+        keep = np.arange(len(z)) != k
+        out.append(Sites(abc.copy(), z[keep], vox[keep], log_probs=None if lp is None else lp[keep]))
+    cart = spec.index_to_cartesian(vox, abc)
+    elements = np.sort(np.asarray(classes_Z, dtype=np.int64)[np.asarray(classes_Z) > 0])
+    for k in range(len(z)):
+        for m in range(k + 1, len(z)):
+            if np.linalg.norm(cart[m] - cart[k]) >= merge_within_A:
+                continue
+            centre = (z[k] * cart[k] + z[m] * cart[m]) / (z[k] + z[m])
+            at = int(np.searchsorted(elements, z[k] + z[m]))
+            near = elements[max(0, at - width):at + width].tolist() if width else []
+            if at < len(elements) and elements[at] == z[k] + z[m]:  # the sum itself is a class
+                near = elements[max(0, at - width):at + width + 1].tolist()
+            keep = (np.arange(len(z)) != k) & (np.arange(len(z)) != m)
+            v = np.concatenate([vox[keep], spec.cartesian_to_index(centre, abc)[None]])
+            l2 = None if lp is None else np.concatenate([lp[keep], np.logaddexp(lp[k], lp[m])[None] - np.log(2)])
+            for e in dict.fromkeys([int(z[k]), int(z[m])] + [int(x) for x in near]):
+                out.append(Sites(abc.copy(), np.concatenate([z[keep], [e]]), v.copy(), log_probs=l2))
     return out
 
 
@@ -245,9 +283,11 @@ def exact_fits(vae, items: list[tuple], b: DecodedBatch, latents: np.ndarray, co
                cfg: ConsistencyConfig, chunk: int = 16, counts: dict | None = None) -> list[tuple]:
     """``items`` with positions and cell lengths fitted together through the encoder
     (``cfg.exact_fit_steps``); crystals still at least ``cfg.element_refit_above`` from their code are then tried
-    with one site's element changed (``element_refit_candidates`` of the reading as it came: the
+    with one site's element changed (``element_refit_candidates`` of the reading as it came) and, with
+    ``cfg.site_refit``, with one site removed or two close sites merged (``site_refit_candidates``): the
     ``cfg.element_refit_fits`` nearest at fixed geometry, each fitted ``cfg.element_refit_steps`` steps, the
-    nearest kept where nearer than the fitted reading and fitted again). Only a crystal that ends closer than
+    nearest kept where nearer than the fitted reading and fitted again; up to ``cfg.element_refit_rounds`` rounds,
+    each from the crystals the last one improved that are still not reproduced. Only a crystal that ends closer than
     ``cfg.exact_below`` keeps the fitted cell; any other gets its cell back (fractional coordinates kept), is
     scored again and replaces the reading only where nearer its code. ``counts`` (if given) is incremented with
     'crystals', 'exact_first', 'refit', 'refit_kept', 'exact'. Unchanged when ``cfg.exact_fit_steps`` is 0.
@@ -274,35 +314,46 @@ def exact_fits(vae, items: list[tuple], b: DecodedBatch, latents: np.ndarray, co
     n_exact_first = sum(fitted[i].residual < cfg.exact_below for i in todo)
     refit = [i for i in todo if cfg.element_refit_above is not None and b.class_probs is not None
              and fitted[i].residual >= cfg.element_refit_above]
-    n_kept = 0
-    if refit:
+    n_refit, kept = len(refit), set()
+    base = {i: items[i][0] for i in refit}  # from the reading as it came: the fit above moved its cell to suit
+    for _ in range(cfg.element_refit_rounds if refit else 0):  # the wrong element
         owner, cands = [], []
-        for i in refit:  # from the reading as it came: the fit above moved its cell to suit the wrong element
-            for c in element_refit_candidates(items[i][0], b.classes_Z, cfg.element_refit_top,
-                                              cfg.element_refit_width):
-                owner.append(i), cands.append(c)
-        if cands:
-            d = code_distances(vae, cands, latents[owner], cond[owner], spec, cfg.batch_size)
-            owner_a, pick = np.asarray(owner), []
-            for i in refit:  # each crystal's candidates nearest at fixed geometry
-                mine = np.flatnonzero(owner_a == i)
-                pick += mine[np.argsort(d[mine], kind="stable")][:cfg.element_refit_fits].tolist()
-            tried = fit([cands[m] for m in pick], [owner[m] for m in pick], cfg.element_refit_steps)
-            best: dict[int, Sites] = {}
-            for m, f in zip(pick, tried):
-                i = owner[m]
-                if f.residual < (best[i] if i in best else fitted[i]).residual:
-                    best[i] = f
-            if best:
-                again = fit(list(best.values()), list(best), cfg.exact_fit_steps)
-                for i, f in zip(best, again):
-                    fitted[i] = f
-                n_kept = len(best)
+        for i in refit:
+            mine = element_refit_candidates(base[i], b.classes_Z, cfg.element_refit_top, cfg.element_refit_width)
+            if cfg.site_refit:
+                mine += site_refit_candidates(base[i], b.classes_Z, spec, cfg.site_merge_within_A,
+                                              cfg.element_refit_width)
+            owner += [i] * len(mine)
+            cands += mine
+        if not cands:
+            break
+        d = code_distances(vae, cands, latents[owner], cond[owner], spec, cfg.batch_size)
+        owner_a, pick = np.asarray(owner), []
+        for i in refit:  # each crystal's candidates nearest at fixed geometry
+            mine = np.flatnonzero(owner_a == i)
+            pick += mine[np.argsort(d[mine], kind="stable")][:cfg.element_refit_fits].tolist()
+        tried = fit([cands[m] for m in pick], [owner[m] for m in pick], cfg.element_refit_steps)
+        best: dict[int, Sites] = {}
+        for m, f in zip(pick, tried):
+            i = owner[m]
+            if f.residual < (best[i] if i in best else fitted[i]).residual:
+                f.log_probs = cands[m].log_probs
+                best[i] = f
+        if not best:
+            break
+        again = fit(list(best.values()), list(best), cfg.exact_fit_steps)
+        for i, f in zip(best, again):
+            f.log_probs = best[i].log_probs
+            fitted[i] = base[i] = f
+        kept |= set(best)
+        # the next round starts from the improved crystals that still do not reproduce their code
+        refit = [i for i in best if fitted[i].residual >= cfg.element_refit_above]
     # not reproduced: the fitted cell made up for something else, so the read cell comes back
     back = [i for i in todo if fitted[i].residual >= cfg.exact_below]
     for i in back:
         f = fitted[i]
-        fitted[i] = Sites(np.asarray(items[i][0].abc_A, np.float64), f.z, f.centroids_vox, moves=f.moves)
+        fitted[i] = Sites(np.asarray(items[i][0].abc_A, np.float64), f.z, f.centroids_vox, log_probs=f.log_probs,
+                          moves=f.moves)
     if back:
         d = code_distances(vae, [fitted[i] for i in back], latents[back], cond[back], spec, cfg.batch_size)
         for i, di in zip(back, d):
@@ -312,12 +363,15 @@ def exact_fits(vae, items: list[tuple], b: DecodedBatch, latents: np.ndarray, co
         f, s = fitted[i], items[i][0]
         if not f.residual < (np.inf if np.isnan(s.residual) else s.residual):  # the distance never rises
             continue
-        # what the search may try stays the reading's (same sites, moved a little)
-        f.log_probs, f.spare_vox, f.spare_log_probs = s.log_probs, s.spare_vox, s.spare_log_probs
+        # what the search may try stays the reading's (same sites moved a little, or the rows of the sites a
+        # refit candidate kept, which carry their own)
+        if f.log_probs is None:
+            f.log_probs = s.log_probs
+        f.spare_vox, f.spare_log_probs = s.spare_vox, s.spare_log_probs
         out[i] = (f, items[i][1])
     if counts is not None:
-        for k, v in (("crystals", len(todo)), ("exact_first", n_exact_first), ("refit", len(refit)),
-                     ("refit_kept", n_kept), ("exact", sum(out[i][0].residual < cfg.exact_below for i in todo))):
+        for k, v in (("crystals", len(todo)), ("exact_first", n_exact_first), ("refit", n_refit),
+                     ("refit_kept", len(kept)), ("exact", sum(out[i][0].residual < cfg.exact_below for i in todo))):
             counts[k] = counts.get(k, 0) + int(v)
     return out
 
