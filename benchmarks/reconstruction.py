@@ -263,9 +263,13 @@ def _exact_sentence(c: dict, refine: dict) -> str:
     text = (f"{c['exact_first']} of {c['crystals']} crystals then lay closer than {refine['exact_below']} to their "
             "codes (reproduced: they keep the fitted cell)")
     if refine.get("element_refit_above") is not None:
-        text += (f"; the {c['refit']} still at least {refine['element_refit_above']} away were tried with one site's "
-                 f"element changed (the {refine.get('element_refit_fits')} nearest candidates fitted), and the nearest "
-                 f"candidate replaced {c['refit_kept']} readings")
+        rounds, sites = refine.get("element_refit_rounds", 1), refine.get("site_refit", False)
+        change = "one site's element changed" + (", one site removed or two close sites merged" if sites else "")
+        text += (f"; the {c['refit']} still at least {refine['element_refit_above']} away were tried with {change} "
+                 f"(neighbours ±{refine.get('element_refit_width', 1)} in Z; the "
+                 f"{refine.get('element_refit_fits')} nearest candidates fitted"
+                 + (f"; up to {rounds} rounds, each from the crystals the last improved" if rounds > 1 else "")
+                 + f"), and a candidate replaced {c['refit_kept']} readings")
     return text + (f"; {c['exact']} crystals reproduced their codes in the end. The others keep the cell they were "
                    "read with.")
 
