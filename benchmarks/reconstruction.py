@@ -97,7 +97,7 @@ def main(argv=None) -> int:
     (out / f"{name}.json").write_text(json.dumps(res, indent=2, default=float))
     _slices(recs[:6], vae, vm, out / "reconstruction_slices.png")
     update_section(HERE / "RESULTS.md", name, render(res, name))
-    print(json.dumps({k: v for k, v in res.items() if k not in ("failures", "training")}, indent=1, default=float))
+    print(json.dumps({k: v for k, v in res.items() if k not in ("failures", "training", "crystals")}, indent=1, default=float))
     return 0
 
 

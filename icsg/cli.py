@@ -67,7 +67,7 @@ def cmd_roundtrip(a) -> int:
 
 
 def _report(res: dict, a) -> int:
-    """Write the full result to --json (atomically) and print it with long failure lists shortened."""
+    """Write the full result to --json (atomically) and print it with long failure and crystal lists shortened."""
     from icsg.io import atomic_write_json
 
     res["sources"] = a.sources
@@ -75,6 +75,8 @@ def _report(res: dict, a) -> int:
         atomic_write_json(a.json, res)
     shown = dict(res)
     shown["failures"] = f"{len(res['failures'])} (see --json)" if len(res["failures"]) > 10 else res["failures"]
+    if len(res.get("crystals", [])) > 10:
+        shown["crystals"] = f"{len(res['crystals'])} (see --json)"
     print(json.dumps(shown, indent=2, default=str))
     return 0
 

@@ -204,6 +204,9 @@ def test_reconstruct_command_reports_every_metric(tmp_path, perovskite, rocksalt
     fit = res["exact_fit"]
     assert fit["refit"] == fit["refit_kept"] == 0 and 0 <= fit["exact_first"] <= fit["exact"] <= fit["crystals"] <= 2
     assert res["cell_from"] == "latent"
+    # one row per decoded crystal, so the misses can be looked at
+    assert len(res["crystals"]) == res["n_decoded"] and {c["id"] for c in res["crystals"]} <= {"srtio3", "nacl"}
+    assert all(c["match"] in (True, False) and c["code_distance"] >= 0 for c in res["crystals"])
     assert [f["id"] for f in res["failures"] if f["reason"] != "decode_failed"] == ["broken"]
     assert 0 <= res["unet_nonzero_recall"] <= 1 and res["vae_density_mse"] > 0
     by_el = res["unet_recall_by_element"]

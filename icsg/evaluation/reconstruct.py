@@ -91,7 +91,7 @@ def reconstruct(records: list[Record], vae, vae_meta: dict, unet, unet_meta: dic
     cond_info = vae_meta["condition"]
     prop = cond_info["property"]
     t0 = time.perf_counter()
-    failures, accepted = [], []
+    failures, accepted, crystals = [], [], []
     for r in records:
         if r.error is not None:
             failures.append({"id": r.id, "reason": r.error.reason, "detail": r.error.detail})
@@ -169,11 +169,15 @@ def reconstruct(records: list[Record], vae, vae_meta: dict, unet, unet_meta: dic
                                    zip(chunk, structures_from_sites(sites, spec, seg)) if pred is not None]
             sites = exact_fits(vae, sites, dec, mu, cond, spec, refine, counts=exact_counts)
         residuals += [st.residual for st, _ in sites if st is not None]
-        for (r, s, _), (pred, why) in zip(chunk, structures_from_sites(sites, spec, seg)):
+        for (r, s, _), (pred, why), (st, _) in zip(chunk, structures_from_sites(sites, spec, seg), sites):
             if pred is None:
                 failures.append({"id": r.id, "reason": "decode_failed", "detail": why})
             else:
                 pairs.append(compare(s, pred))
+                # which crystals missed, and how far their reading ended from its code (NaN unrefined)
+                crystals.append({"id": r.id, "formula": s.composition.formula, "read": pred.composition.formula,
+                                 "match": bool(pairs[-1].match), "dn_sites": float(pairs[-1].dn_sites),
+                                 "code_distance": float(st.residual) if st is not None else float("nan")})
         bar.update(len(chunk))
     bar.close()
     out = summarise(pairs, failures, len(records))
@@ -193,6 +197,7 @@ def reconstruct(records: list[Record], vae, vae_meta: dict, unet, unet_meta: dic
     out["decoded_true_occupancy"] = {k: with_occ[k] for k in keys}
     out["refine"] = None if refine is None else asdict(refine)
     out["cell_from"] = "coords" if cell is None else "latent"
+    out["crystals"] = crystals
     if refine is not None:
         seg_only = summarise(pairs_seg, [], len(accepted))
         out["segmentation_only"] = {k: seg_only[k] for k in keys}
