@@ -7,7 +7,8 @@
 Runs the same code as ``icsg reconstruct`` and writes benchmarks/results/reconstruction.json
 (reconstruction_segmentation.json with --no-refine, a suffix _coords_cell with --cell-from coords,
 _no_soft with --soft-steps 0, _no_restart with --no-restart, _no_exact_fit with --exact-fit-steps 0,
-_no_element_refit with --no-element-refit;
+_no_element_refit with --no-element-refit, _refit_width{N}, _refit_rounds{N} and _no_site_refit with
+--element-refit-width N, --element-refit-rounds N and --no-site-refit;
 with the restart on, the record also scores every crystal's first reading, column *no restart*),
 results/reconstruction_slices.png (true vs decoded density mid-slices) and the
 reconstruction section of benchmarks/RESULTS.md, with the training cost per epoch
@@ -97,7 +98,8 @@ def main(argv=None) -> int:
     (out / f"{name}.json").write_text(json.dumps(res, indent=2, default=float))
     _slices(recs[:6], vae, vm, out / "reconstruction_slices.png")
     update_section(HERE / "RESULTS.md", name, render(res, name))
-    print(json.dumps({k: v for k, v in res.items() if k not in ("failures", "training", "crystals")}, indent=1, default=float))
+    shown = {k: v for k, v in res.items() if k not in ("failures", "training", "crystals")}
+    print(json.dumps(shown, indent=1, default=float))
     return 0
 
 

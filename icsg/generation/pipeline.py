@@ -268,9 +268,8 @@ def site_refit_candidates(s: Sites, classes_Z: np.ndarray, spec: GridSpec, merge
                 continue
             centre = (z[k] * cart[k] + z[m] * cart[m]) / (z[k] + z[m])
             at = int(np.searchsorted(elements, z[k] + z[m]))
-            near = elements[max(0, at - width):at + width].tolist() if width else []
-            if at < len(elements) and elements[at] == z[k] + z[m]:  # the sum itself is a class
-                near = elements[max(0, at - width):at + width + 1].tolist()
+            is_class = at < len(elements) and elements[at] == z[k] + z[m]  # then the sum itself is tried too
+            near = elements[max(0, at - width):at + width + int(is_class)]
             keep = (np.arange(len(z)) != k) & (np.arange(len(z)) != m)
             v = np.concatenate([vox[keep], spec.cartesian_to_index(centre, abc)[None]])
             l2 = None if lp is None else np.concatenate([lp[keep], np.logaddexp(lp[k], lp[m])[None] - np.log(2)])
@@ -337,13 +336,11 @@ def exact_fits(vae, items: list[tuple], b: DecodedBatch, latents: np.ndarray, co
         for m, f in zip(pick, tried):
             i = owner[m]
             if f.residual < (best[i] if i in best else fitted[i]).residual:
-                f.log_probs = cands[m].log_probs
                 best[i] = f
         if not best:
             break
         again = fit(list(best.values()), list(best), cfg.exact_fit_steps)
         for i, f in zip(best, again):
-            f.log_probs = best[i].log_probs
             fitted[i] = base[i] = f
         kept |= set(best)
         # the next round starts from the improved crystals that still do not reproduce their code
@@ -363,10 +360,8 @@ def exact_fits(vae, items: list[tuple], b: DecodedBatch, latents: np.ndarray, co
         f, s = fitted[i], items[i][0]
         if not f.residual < (np.inf if np.isnan(s.residual) else s.residual):  # the distance never rises
             continue
-        # what the search may try stays the reading's (same sites moved a little, or the rows of the sites a
-        # refit candidate kept, which carry their own)
-        if f.log_probs is None:
-            f.log_probs = s.log_probs
+        # class log-probabilities came along with the sites (a refit candidate's rows follow its sites); the
+        # spare positions stay the reading's
         f.spare_vox, f.spare_log_probs = s.spare_vox, s.spare_log_probs
         out[i] = (f, items[i][1])
     if counts is not None:

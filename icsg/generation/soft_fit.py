@@ -192,7 +192,7 @@ def soft_fit(vae, sites: list[Sites | None], latents: np.ndarray, cond: np.ndarr
 def position_fit(vae, sites: list[Sites | None], latents: np.ndarray, cond: np.ndarray, spec: GridSpec,
                  steps: int = 100, lr_A: float = 0.01, cell_lr: float = 0.0) -> list[Sites | None]:
     """New ``Sites`` with the positions alone fitted so the crystal's code approaches its latent vector
-    (elements, occupancy and cell fixed); per crystal the positions of the lowest distance seen are kept, so
+    (elements, occupancy and cell fixed; the sites' class log-probabilities carried over, spares not); per crystal the positions of the lowest distance seen are kept, so
     the result is never farther from z than the start. None stays None.
 
     Why: segmented positions are 0.1-0.5 Å off on decoded maps, and from there the true elements are often
@@ -240,5 +240,5 @@ def position_fit(vae, sites: list[Sites | None], latents: np.ndarray, cond: np.n
         f = np.exp(best_scale[b])
         abc = abc0[b] * f
         out[i] = Sites(abc, np.asarray(s.z, np.int64).copy(), spec.cartesian_to_index(best_pos[b, :k] * f, abc),
-                       residual=float(best[b]), moves=s.moves)
+                       log_probs=s.log_probs, residual=float(best[b]), moves=s.moves)
     return out
