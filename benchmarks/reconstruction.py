@@ -7,8 +7,8 @@
 Runs the same code as ``icsg reconstruct`` and writes benchmarks/results/reconstruction.json
 (reconstruction_segmentation.json with --no-refine, a suffix _coords_cell with --cell-from coords,
 _no_soft with --soft-steps 0, _no_restart with --no-restart, _no_exact_fit with --exact-fit-steps 0,
-_no_element_refit with --no-element-refit, _refit_width{N}, _refit_rounds{N} and _no_site_refit with
---element-refit-width N, --element-refit-rounds N and --no-site-refit;
+_no_element_refit with --no-element-refit, _refit_width{N}, _refit_rounds{N}, _refit_fits{N} and
+_no_site_refit with --element-refit-width N, --element-refit-rounds N, --element-refit-fits N and --no-site-refit;
 with the restart on, the record also scores every crystal's first reading, column *no restart*),
 results/reconstruction_slices.png (true vs decoded density mid-slices) and the
 reconstruction section of benchmarks/RESULTS.md, with the training cost per epoch
@@ -44,6 +44,7 @@ EXACT_FIT_STEPS = ConsistencyConfig().exact_fit_steps
 ELEMENT_REFIT_ABOVE = ConsistencyConfig().element_refit_above
 REFIT_WIDTH = ConsistencyConfig().element_refit_width
 REFIT_ROUNDS = ConsistencyConfig().element_refit_rounds
+REFIT_FITS = ConsistencyConfig().element_refit_fits
 
 
 def main(argv=None) -> int:
@@ -77,6 +78,8 @@ def main(argv=None) -> int:
                          if a.element_refit_width != REFIT_WIDTH and not a.no_refine else "")
                       + (f" --element-refit-rounds {a.element_refit_rounds}"
                          if a.element_refit_rounds != REFIT_ROUNDS and not a.no_refine else "")
+                      + (f" --element-refit-fits {a.element_refit_fits}"
+                         if a.element_refit_fits != REFIT_FITS and not a.no_refine else "")
                       + (" --no-site-refit" if a.no_site_refit and not a.no_refine else ""))
     res["training"] = {"unet": um.get("training"), "vae": vm.get("training")}
     res.pop("failures_detail", None)
@@ -94,6 +97,7 @@ def main(argv=None) -> int:
              and not a.no_element_refit and not a.no_refine else "")
     refit_on = a.exact_fit_steps and not a.no_element_refit and not a.no_refine
     name += f"_refit_rounds{a.element_refit_rounds}" if a.element_refit_rounds != REFIT_ROUNDS and refit_on else ""
+    name += f"_refit_fits{a.element_refit_fits}" if a.element_refit_fits != REFIT_FITS and refit_on else ""
     name += "_no_site_refit" if a.no_site_refit and refit_on else ""
     (out / f"{name}.json").write_text(json.dumps(res, indent=2, default=float))
     _slices(recs[:6], vae, vm, out / "reconstruction_slices.png")
@@ -177,14 +181,18 @@ def render(res: dict, name: str = "reconstruction") -> str:
                   f" --element-refit-above {refine['element_refit_above']}"
                   if refine["element_refit_above"] != ELEMENT_REFIT_ABOVE else "")
     if exact and refine.get("element_refit_above") is not None:
-        # records from before these options existed read with width 1, one round, no site candidates
+        # records from before these options existed read with width 1, one round, 4 fits, no site candidates
         width, rounds = refine.get("element_refit_width", 1), refine.get("element_refit_rounds", 1)
+        fits = refine.get("element_refit_fits", 4)
         if width != REFIT_WIDTH:
             refit_flag += f" --element-refit-width {width}"
             title += f", element refit width {width}"
         if rounds != REFIT_ROUNDS:
             refit_flag += f" --element-refit-rounds {rounds}"
             title += f", {rounds} refit round{'s' if rounds > 1 else ''}"
+        if fits != REFIT_FITS:
+            refit_flag += f" --element-refit-fits {fits}"
+            title += f", {fits} refit fits"
         if not refine.get("site_refit", False):
             refit_flag += " --no-site-refit"
             title += ", no site refit"

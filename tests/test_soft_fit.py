@@ -282,8 +282,8 @@ def test_soft_fit_on_tensorflow():
 
 def test_site_refit_candidates_remove_each_site_and_merge_close_pairs_at_their_centre():
     """One removal per site; a pair of sites 0.59 Å apart (O at x = 0.9, F at x = 1.05 of a 3.9 Å cell, inside
-    the padded box) merges at their Z-weighted centre, not wrapped, into O, F and the classes beside their
-    summed Z (17: F and Ti here, the nearest below and above); a pair as close only through a periodic image
+    the padded box) merges at their Z-weighted centre, not wrapped, into O, F and the classes from the larger
+    Z to the summed Z (17), one beside on either side (Ti here); a pair as close only through a periodic image
     (eq. 1 draws none) and sites farther apart are left."""
     from icsg.generation.pipeline import site_refit_candidates
 
@@ -304,6 +304,12 @@ def test_site_refit_candidates_remove_each_site_and_merge_close_pairs_at_their_c
                                                          abc))
     assert len(site_refit_candidates(across, CLASSES, SPEC, merge_within_A=1.0)) == 3
     assert site_refit_candidates(Sites(abc, np.array([38]), vox[:1]), CLASSES, SPEC, 1.0) == []
+    # S read as F beside Na (summed Z 20 overshoots 16): every class from Na (11) to Ca (20) is tried, and one
+    # on either side
+    many = np.array([0, 8, 9, 11, 14, 16, 18, 20, 22, 38])
+    fna = Sites(abc, np.array([38, 9, 11]), vox)
+    merged = site_refit_candidates(fna, many, SPEC, merge_within_A=1.0, width=1)[3:]
+    assert sorted(m.z[-1] for m in merged) == [9, 11, 14, 16, 18, 20, 22]
 
 
 def test_site_refit_removes_a_spurious_site_and_merges_a_split_one():

@@ -204,7 +204,10 @@ def add_reading_options(p, generation: bool = False) -> None:
     p.add_argument("--no-element-refit", action="store_true", help="skip the element refit (faster)")
     p.add_argument("--element-refit-width", type=int, default=base.element_refit_width, metavar="N",
                    help="the element refit tries the N neighbours in Z on either side of each site's element (default "
-                        f"{base.element_refit_width}: N is two steps from F, past O)")
+                        f"{base.element_refit_width}: N is two steps from F, past O; Ti three from Mn)")
+    p.add_argument("--element-refit-fits", type=int, default=base.element_refit_fits, metavar="N",
+                   help="the element refit fits each crystal's N candidates nearest its code at fixed geometry "
+                        f"(default {base.element_refit_fits}; each fit costs {base.element_refit_steps} encoder steps)")
     p.add_argument("--element-refit-rounds", type=int, default=base.element_refit_rounds, metavar="N",
                    help="repeat the element refit up to N times from the crystals it improved that still do not "
                         f"reproduce their code (default {base.element_refit_rounds}; 1 = one change per crystal)")
@@ -224,7 +227,7 @@ def reading_config(a) -> ConsistencyConfig | None:
                              restart_above=None if a.no_restart else a.restart_above,
                              exact_fit_steps=a.exact_fit_steps,
                              element_refit_above=None if a.no_element_refit else a.element_refit_above,
-                             element_refit_width=a.element_refit_width,
+                             element_refit_width=a.element_refit_width, element_refit_fits=a.element_refit_fits,
                              element_refit_rounds=a.element_refit_rounds, site_refit=not a.no_site_refit)
 
 

@@ -128,8 +128,8 @@ class ConsistencyConfig:
             reproduce their code (so two or three wrong elements can be put right one at a time); with
             ``site_refit`` its candidates also include the crystal with one site removed, for every site, and
             with every pair of sites closer than ``site_merge_within_A`` Å merged into one at their Z-weighted
-            centre, its element one of the pair's or a class beside their summed Z
-            (``icsg.generation.pipeline.site_refit_candidates``). Why: the discrete search removes sites at fixed
+            centre, its element one of the pair's or a class from the larger of their Z to their sum, widened
+            by ``element_refit_width`` (``icsg.generation.pipeline.site_refit_candidates``). Why: the discrete search removes sites at fixed
             cell and positions only; a spurious site next to an image of a true one (an extra O at the cell
             edge) or a broad peak read as two sites (S as O beside F) needs the fit after the change. In the
             dev look above (16 misses of crystals 200-231 after the search, session-15 models; runs/exp18),
@@ -144,7 +144,11 @@ class ConsistencyConfig:
             reconstruction_session17 for width 1, one round, no site candidates): match 0.59 -> 0.86, cell MAE
             0.0075 -> 0.0040 Å, site EMD 0.059 -> 0.034 Å, |Δn| 0.180 -> 0.085, species 0.893 -> 0.951, 22.7 ->
             24.0 s per crystal; 81 of the 96 crystals tried changed, 172 reproduced their codes, as many as
-            matched.
+            matched. Since session 19 width 3, 5 rounds and 6 fits (from 2, 3 and 4): in the dev look (runs/exp18)
+            the first two put the last three right (Mn for Ti, Li/Be/B for N, and the S read as F beside Na,
+            its summed Z 20 overshooting 16) but pushed Re for Os out of the 4 fitted (13 of 16); 6 fits keep it:
+            14 of 16, 275 s for the 16 on two cores. The merged site's element now also ranges from the larger of
+            the pair's Z to their sum.
     """
 
     top_k: int = 8
@@ -171,9 +175,9 @@ class ConsistencyConfig:
     element_refit_above: float | None = 1e-6
     element_refit_steps: int = 50
     element_refit_top: int = 2
-    element_refit_fits: int = 4
-    element_refit_width: int = 2
-    element_refit_rounds: int = 3
+    element_refit_fits: int = 6
+    element_refit_width: int = 3
+    element_refit_rounds: int = 5
     site_refit: bool = True
     site_merge_within_A: float = 1.6
 

@@ -245,10 +245,11 @@ def element_refit_candidates(s: Sites, classes_Z: np.ndarray, top: int, width: i
 def site_refit_candidates(s: Sites, classes_Z: np.ndarray, spec: GridSpec, merge_within_A: float,
                           width: int = 1) -> list[Sites]:
     """``s`` with one site removed, for every site, and with every pair of sites closer than ``merge_within_A``
-    (Å) merged into one at their Z-weighted centre, its element the pair's own two and the ``width`` classes on
-    either side of the summed Z (within ``classes_Z``). Cell kept. Why: a decoded peak too broad for its element
-    is read as two sites (S as O beside F); the density integrates to Z, so the merged site's element lies near
-    the sum (see ``ConsistencyConfig.site_refit``). Distances are taken in the box, without periodic images, as
+    (Å) merged into one at their Z-weighted centre, its element any class (within ``classes_Z``) from the larger
+    of the pair's two Z to their sum, widened by ``width`` classes on either side. Cell kept. Why: a decoded peak
+    too broad for its element is read as two sites (S as O beside F, or as F beside Na); the density integrates to
+    Z, so the merged site's Z lies near the sum, but the split halves are classified by shape, not by integral,
+    so the sum can overshoot (see ``ConsistencyConfig.site_refit``). Distances are taken in the box, without periodic images, as
     eq. 1 draws the map: a site read at x = -0.02 is the image of the map's peak at 0, not at 0.98."""
     z = np.asarray(s.z, dtype=np.int64)
     vox = np.asarray(s.centroids_vox, dtype=np.float64)
@@ -267,9 +268,9 @@ def site_refit_candidates(s: Sites, classes_Z: np.ndarray, spec: GridSpec, merge
             if np.linalg.norm(cart[m] - cart[k]) >= merge_within_A:
                 continue
             centre = (z[k] * cart[k] + z[m] * cart[m]) / (z[k] + z[m])
-            at = int(np.searchsorted(elements, z[k] + z[m]))
-            is_class = at < len(elements) and elements[at] == z[k] + z[m]  # then the sum itself is tried too
-            near = elements[max(0, at - width):at + width + int(is_class)]
+            lo = int(np.searchsorted(elements, max(z[k], z[m])))  # the merged site's Z lies between the larger
+            hi = int(np.searchsorted(elements, z[k] + z[m], side="right"))  # of the two and their sum
+            near = elements[max(0, lo - width):hi + width]
             keep = (np.arange(len(z)) != k) & (np.arange(len(z)) != m)
             v = np.concatenate([vox[keep], spec.cartesian_to_index(centre, abc)[None]])
             l2 = None if lp is None else np.concatenate([lp[keep], np.logaddexp(lp[k], lp[m])[None] - np.log(2)])
