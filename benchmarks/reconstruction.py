@@ -257,6 +257,11 @@ def render(res: dict, name: str = "reconstruction") -> str:
                   + ". Below 0.5, most often read as: "
                   + (", ".join(f"{e} → {by_el[e]['read_as']} ({by_el[e]['read_as_share']:.2f})" for e in poor)
                      or "none") + "."]
+    misses = [c for c in res.get("crystals", []) if c.get("read") and not c["match"]]
+    if misses:  # records from session 19 on list every crystal
+        lines += ["", f"Not matched ({len(misses)}; true formula → reading, code distance): "
+                  + "; ".join(f"{c['id']} {c['formula']} → {c['read']} ({c['code_distance']:.1e})" for c in misses)
+                  + "."]
     for name in ("unet", "vae"):
         t = (res.get("training") or {}).get(name) or {}
         secs = t.get("epoch_seconds") or []

@@ -185,7 +185,8 @@ def test_reconstruct_command_reports_every_metric(tmp_path, perovskite, rocksalt
                   "cif": [perovskite.to(fmt="cif"), rocksalt.to(fmt="cif"), bad]}).to_csv(tmp_path / "x.csv", index=False)
     out = tmp_path / "rec.json"
     assert main(["reconstruct", str(tmp_path / "x.csv"), "--json", str(out), "--position-steps", "5",
-                 "--exact-fit-steps", "5", "--element-refit-above", "1.0", "--element-refit-rounds", "2"]) == 0
+                 "--exact-fit-steps", "5", "--element-refit-above", "1.0", "--element-refit-rounds", "2",
+                 "--element-refit-fits", "3"]) == 0
     res = json.loads(out.read_text())
     for key in ("n", "cell_mae_A", "site_emd_A", "dn_sites", "species_accuracy", "match_rate", "failures",
                 "unet_nonzero_recall", "vae_mse", "vae_density_mse", "mean_map_density_mse", "true_maps",
@@ -200,6 +201,7 @@ def test_reconstruct_command_reports_every_metric(tmp_path, perovskite, rocksalt
     # the exact fit runs and is counted, the element refit is wired (no crystal ends a whole 1.0 from its code)
     assert res["refine"]["exact_fit_steps"] == 5 and res["refine"]["element_refit_above"] == 1.0
     assert res["refine"]["element_refit_rounds"] == 2 and res["refine"]["site_refit"] is True
+    assert res["refine"]["element_refit_fits"] == 3
     assert set(res["without_exact_fit"]) == set(res["without_restart"])
     fit = res["exact_fit"]
     assert fit["refit"] == fit["refit_kept"] == 0 and 0 <= fit["exact_first"] <= fit["exact"] <= fit["crystals"] <= 2
