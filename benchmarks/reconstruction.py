@@ -50,17 +50,21 @@ REFIT_FITS = ConsistencyConfig().element_refit_fits
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--limit", type=int, default=None)
+    ap.add_argument("--skip", type=int, default=0, metavar="N",
+                    help="start after the first N validation crystals (a second sample beside the first --limit; "
+                         "record and section get the suffix _from{N})")
     ap.add_argument("--weights", default=str(HERE.parent / "weights"))
     ap.add_argument("--no-refine", action="store_true", help="segmentation only (icsg reconstruct --no-refine)")
     add_reading_options(ap)  # --soft-steps, --position-steps, --cell-from, as in icsg reconstruct/generate
     a = ap.parse_args(argv)
     unet, um = load_unet(a.weights)
     vae, vm = load_vae(a.weights)
-    recs = list(iter_source(str(DATA / "val.csv.gz"), limit=a.limit))
+    recs = list(iter_source(str(DATA / "val.csv.gz"), limit=None if a.limit is None else a.skip + a.limit))[a.skip:]
     refine = reading_config(a)
     res = reconstruct(recs, vae, vm, unet, um, batch_size=16, refine=refine,
                       cell=cell_readout(a.weights, a.cell_from, vm))
     res["command"] = ("python benchmarks/reconstruction.py" + (f" --limit {a.limit}" if a.limit else "")
+                      + (f" --skip {a.skip}" if a.skip else "")
                       + (" --no-refine" if a.no_refine else "") + (" --cell-from coords" if a.cell_from == "coords"
                                                                     else "")
                       + (f" --soft-steps {a.soft_steps}" if a.soft_steps != 60 and not a.no_refine else "")
@@ -99,8 +103,10 @@ def main(argv=None) -> int:
     name += f"_refit_rounds{a.element_refit_rounds}" if a.element_refit_rounds != REFIT_ROUNDS and refit_on else ""
     name += f"_refit_fits{a.element_refit_fits}" if a.element_refit_fits != REFIT_FITS and refit_on else ""
     name += "_no_site_refit" if a.no_site_refit and refit_on else ""
+    name += f"_from{a.skip}" if a.skip else ""
     (out / f"{name}.json").write_text(json.dumps(res, indent=2, default=float))
-    _slices(recs[:6], vae, vm, out / "reconstruction_slices.png")
+    if not a.skip:  # the slices belong to the main record
+        _slices(recs[:6], vae, vm, out / "reconstruction_slices.png")
     update_section(HERE / "RESULTS.md", name, render(res, name))
     shown = {k: v for k, v in res.items() if k not in ("failures", "training", "crystals")}
     print(json.dumps(shown, indent=1, default=float))
@@ -198,6 +204,9 @@ def render(res: dict, name: str = "reconstruction") -> str:
             title += ", no site refit"
     if exact and refine["exact_fit_steps"] != EXACT_FIT_STEPS:
         refit_flag = f" --exact-fit-steps {refine['exact_fit_steps']}" + refit_flag
+    if "--skip" in res["command"]:
+        skip = int(res["command"].split("--skip ")[1].split()[0])
+        title += f", validation crystals {skip + 1}-{skip + res['n']}"
     if res.get("weights_label"):  # a record kept from weights shipped before the present ones
         title += f", {res['weights_label']}"
     lines = [f"## {title}", "",
@@ -208,6 +217,8 @@ def render(res: dict, name: str = "reconstruction") -> str:
              f"{' --position-steps 0' if refine and not refine.get('position_steps') else ''}"
              f"{' --no-restart' if refine and 'restart_above' in refine and refine['restart_above'] is None else ''}"
              f"{refit_flag}`. "
+             + ("A second sample after the first crystals, untouched by the dev looks. "
+                if "--skip" in res["command"] else "") +
              f"n = {res['n']}, decoded {res['n_decoded']}, {res['seconds_per_crystal'] * 1000:.0f} ms per crystal "
              "end to end on this machine "
              f"(encode, VAE, UNet on true and decoded maps, segmentation{', refinement' if refine else ''}, metrics)."
@@ -270,7 +281,8 @@ def render(res: dict, name: str = "reconstruction") -> str:
             lines.append(f"{name} training: {t.get('epochs_done')} epochs, {np.mean(secs):.0f} s per epoch "
                          f"(shared cores), best validation loss {t.get('best'):.4f} at epoch {t.get('best_epoch')}.")
     # the slices image is redrawn by every run, so it belongs to the present weights' record only
-    lines += ["", "![slices](results/reconstruction_slices.png)", ""] if not res.get("weights_label") else [""]
+    lines += (["", "![slices](results/reconstruction_slices.png)", ""]
+              if not res.get("weights_label") and "--skip" not in res["command"] else [""])
     return "\n".join(lines)
 
 
