@@ -132,8 +132,8 @@ class ConsistencyConfig:
             by ``element_refit_width`` (``icsg.generation.pipeline.site_refit_candidates``). Why: the discrete
             search removes sites at fixed cell and positions only; a spurious site next to an image of a true
             one (an extra O at the cell edge) or a broad peak read as two sites (S as O beside F) needs the fit
-            after the change. In the dev look above (16 misses of crystals 200-231 after the search, session-15 models; runs/exp18),
-            width 2 with 3 rounds and site candidates put 11 of the 16 right (F read for N in five crystals, Hf
+            after the change. In the dev look above (16 misses of crystals 200-231 after the search, session-15
+            models; runs/exp18), width 2 with 3 rounds and site candidates put 11 of the 16 right (F read for N in five crystals, Hf
             for Ta, Ni for Co, Re for Os, Cd for Ag, Sn and Ir for Sb and Re in two rounds, an extra O removed),
             8 min for the 16 on one core; and the S read as O beside F, once the merge was taken in the box
             rather than across the periodic boundary (its candidate then ranked first and fitted to 8e-11): 12.
