@@ -126,32 +126,31 @@ class ConsistencyConfig:
         element_refit_rounds, site_refit, site_merge_within_A: the refit is repeated up to
             ``element_refit_rounds`` times, each round from the crystals the last one improved that still do not
             reproduce their code (so two or three wrong elements can be put right one at a time); with
-            ``site_refit`` its candidates also include the crystal with one site removed, for every site, and
-            with every pair of sites closer than ``site_merge_within_A`` Å merged into one at their Z-weighted
-            centre, its element one of the pair's or a class from the larger of their Z to their sum, widened
-            by ``element_refit_width`` (``icsg.generation.pipeline.site_refit_candidates``). Why: the discrete
-            search removes sites at fixed cell and positions only; a spurious site next to an image of a true
-            one (an extra O at the cell edge) or a broad peak read as two sites (S as O beside F) needs the fit
-            after the change. In the dev look above (16 misses of crystals 200-231 after the search, session-15
-            models; runs/exp18), width 2 with 3 rounds and site candidates put 11 of the 16 right (F read for N in five crystals, Hf
-            for Ta, Ni for Co, Re for Os, Cd for Ag, Sn and Ir for Sb and Re in two rounds, an extra O removed),
-            8 min for the 16 on one core; and the S read as O beside F, once the merge was taken in the box
-            rather than across the periodic boundary (its candidate then ranked first and fitted to 8e-11): 12.
-            Left: two readings far from their codes (2e-2; the true crystal at the read cell is at 3e-4 and
-            9e-4, but one site lies 1.3 Å off and no single change at fixed geometry gets nearer), Mn read for Ti
-            (three steps in Z), and Li, Be, B read for N (1.5e-2 -> 2e-3 in three rounds). On the first 200
-            validation crystals (``benchmarks/reconstruction.py --limit 200``, session-16 models; record
-            reconstruction_session17 for width 1, one round, no site candidates): match 0.59 -> 0.86, cell MAE
-            0.0075 -> 0.0040 Å, site EMD 0.059 -> 0.034 Å, |Δn| 0.180 -> 0.085, species 0.893 -> 0.951, 22.7 ->
-            24.0 s per crystal; 81 of the 96 crystals tried changed, 172 reproduced their codes, as many as
-            matched. Since session 19 width 3, 5 rounds and 6 fits (from 2, 3 and 4): in the dev look (runs/exp18)
-            the first two put the last three right (Mn for Ti, Li/Be/B for N, and the S read as F beside Na,
-            its summed Z 20 overshooting 16) but pushed Re for Os out of the 4 fitted (13 of 16); 6 fits keep it:
-            14 of 16, 275 s for the 16 on two cores. The merged site's element now also ranges from the larger of
-            the pair's Z to their sum. On the same 200 crystals (record reconstruction_session18 for session
-            18's settings): match 0.86 -> 0.915, cell MAE 0.0040 -> 0.0026 Å, site EMD 0.034 -> 0.023 Å, |Δn|
-            0.085 -> 0.065, species 0.951 -> 0.969, 24.0 -> 24.6 s per crystal; 90 of 96 tried changed, 183
-            reproduced their codes, as many as matched.
+            ``site_refit`` its candidates also include the crystal with one site removed, for every site, and with
+            every pair of sites closer than ``site_merge_within_A`` Å merged into one at their Z-weighted centre,
+            its element one of the pair's or a class from the larger of their Z to their sum, widened by
+            ``element_refit_width`` (``icsg.generation.pipeline.site_refit_candidates``). Why: the discrete search
+            removes sites at fixed cell and positions only; a spurious site next to an image of a true one (an extra
+            O at the cell edge) or a broad peak read as two sites (S as O beside F) needs the fit after the change.
+            In the dev look above (16 misses of crystals 200-231 after the search, session-15 models; runs/exp18),
+            width 2 with 3 rounds and site candidates put 11 of the 16 right (F read for N in five crystals, Hf for
+            Ta, Ni for Co, Re for Os, Cd for Ag, Sn and Ir for Sb and Re in two rounds, an extra O removed), 8 min
+            for the 16 on one core; and the S read as O beside F, once the merge was taken in the box rather than
+            across the periodic boundary (its candidate then ranked first and fitted to 8e-11): 12. Left: two
+            readings far from their codes (2e-2; the true crystal at the read cell is at 3e-4 and 9e-4, but one site
+            lies 1.3 Å off and no single change at fixed geometry gets nearer), Mn read for Ti (three steps in Z),
+            and Li, Be, B read for N (1.5e-2 -> 2e-3 in three rounds). On the first 200 validation crystals
+            (``benchmarks/reconstruction.py --limit 200``, session-16 models; record reconstruction_session17 for
+            width 1, one round, no site candidates): match 0.59 -> 0.86, cell MAE 0.0075 -> 0.0040 Å, site EMD 0.059
+            -> 0.034 Å, |Δn| 0.180 -> 0.085, species 0.893 -> 0.951, 22.7 -> 24.0 s per crystal; 81 of the 96
+            crystals tried changed, 172 reproduced their codes, as many as matched. Since session 19 width 3, 5
+            rounds and 6 fits (from 2, 3 and 4): in the dev look (runs/exp18) the first two put the last three right
+            (Mn for Ti, Li/Be/B for N, and the S read as F beside Na, its summed Z 20 overshooting 16) but pushed Re
+            for Os out of the 4 fitted (13 of 16); 6 fits keep it: 14 of 16, 275 s for the 16 on two cores. The
+            merged site's element now also ranges from the larger of the pair's Z to their sum. On the same 200
+            crystals (record reconstruction_session18 for session 18's settings): match 0.86 -> 0.915, cell MAE
+            0.0040 -> 0.0026 Å, site EMD 0.034 -> 0.023 Å, |Δn| 0.085 -> 0.065, species 0.951 -> 0.969, 24.0 -> 24.6
+            s per crystal; 90 of 96 tried changed, 183 reproduced their codes, as many as matched.
     """
 
     top_k: int = 8
