@@ -85,6 +85,7 @@ def main(argv=None) -> int:
                       + (f" --element-refit-fits {a.element_refit_fits}"
                          if a.element_refit_fits != REFIT_FITS and not a.no_refine else "")
                       + (" --no-site-refit" if a.no_site_refit and not a.no_refine else ""))
+    res["skip"] = a.skip
     res["training"] = {"unet": um.get("training"), "vae": vm.get("training")}
     res.pop("failures_detail", None)
     out = HERE / "results"
@@ -204,8 +205,8 @@ def render(res: dict, name: str = "reconstruction") -> str:
             title += ", no site refit"
     if exact and refine["exact_fit_steps"] != EXACT_FIT_STEPS:
         refit_flag = f" --exact-fit-steps {refine['exact_fit_steps']}" + refit_flag
-    if "--skip" in res["command"]:
-        skip = int(res["command"].split("--skip ")[1].split()[0])
+    skip = res.get("skip", 0)  # a second sample after the first crystals
+    if skip:
         title += f", validation crystals {skip + 1}-{skip + res['n']}"
     if res.get("weights_label"):  # a record kept from weights shipped before the present ones
         title += f", {res['weights_label']}"
@@ -217,8 +218,7 @@ def render(res: dict, name: str = "reconstruction") -> str:
              f"{' --position-steps 0' if refine and not refine.get('position_steps') else ''}"
              f"{' --no-restart' if refine and 'restart_above' in refine and refine['restart_above'] is None else ''}"
              f"{refit_flag}`. "
-             + ("A second sample after the first crystals, untouched by the dev looks. "
-                if "--skip" in res["command"] else "") +
+             + (f"A second sample, after the first {skip} crystals. " if skip else "") +
              f"n = {res['n']}, decoded {res['n_decoded']}, {res['seconds_per_crystal'] * 1000:.0f} ms per crystal "
              "end to end on this machine "
              f"(encode, VAE, UNet on true and decoded maps, segmentation{', refinement' if refine else ''}, metrics)."
@@ -282,7 +282,7 @@ def render(res: dict, name: str = "reconstruction") -> str:
                          f"(shared cores), best validation loss {t.get('best'):.4f} at epoch {t.get('best_epoch')}.")
     # the slices image is redrawn by every run, so it belongs to the present weights' record only
     lines += (["", "![slices](results/reconstruction_slices.png)", ""]
-              if not res.get("weights_label") and "--skip" not in res["command"] else [""])
+              if not res.get("weights_label") and not skip else [""])
     return "\n".join(lines)
 
 
