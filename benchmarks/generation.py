@@ -6,10 +6,9 @@
 Reports validity, the filter funnel, novelty against the perov_5 training split,
 uniqueness, the predicted conditioning property per requested decile (Spearman
 correlation of decile and prediction), crystals per second and peak memory.
-Writes benchmarks/results/generation.json (generation_segmentation.json with --no-refine, a suffix _coords_cell
-with --cell-from coords, _no_soft with --soft-steps 0),
-results/generation_deciles.png and the
-generation section of benchmarks/RESULTS.md.
+Random codes come from the generator's default prior (--prior to choose), read with the default fast
+reading. Writes benchmarks/results/generation.json, results/generation_deciles.png and the generation
+section of benchmarks/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -28,13 +27,9 @@ sys.path.insert(0, str(HERE))
 from results_md import update_section  # noqa: E402
 
 from icsg.data.sources import iter_source  # noqa: E402
-from icsg.generation.cli import add_reading_options, reading_config  # noqa: E402
-from icsg.generation.consistency import ConsistencyConfig  # noqa: E402
 from icsg.generation.generator import Generator, apply_filters, load_training_set  # noqa: E402
 
 DATA = HERE.parent.parent / "shared" / "data" / "perov_5"
-
-POSITION_STEPS = ConsistencyConfig().position_steps
 
 
 def main(argv=None) -> int:
@@ -48,14 +43,11 @@ def main(argv=None) -> int:
                          "(default: a third of --per-decile)")
     ap.add_argument("--weights", default=str(HERE.parent / "weights"))
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--no-refine", action="store_true", help="segmentation only, no round-trip refinement")
-    # --soft-steps, --position-steps, --restart-above, --cell-from, as in icsg generate
-    add_reading_options(ap, generation=True)
+    ap.add_argument("--prior", choices=("flow", "fitted"), default="flow", help="prior of random sampling")
     a = ap.parse_args(argv)
     per_decile, n_bases, per_base = (10, 3, 10) if a.quick else (100, 10, 100)
     per_decile, n_bases, per_base = (a.per_decile or per_decile, a.bases or n_bases, a.per_base or per_base)
-    refine = reading_config(a) or False
-    gen = Generator(a.weights, seed=a.seed, batch_size=32, refine=refine, cell_from=a.cell_from)
+    gen = Generator(a.weights, seed=a.seed, prior=a.prior)
     prop = gen.condition_property
     t0 = time.perf_counter()
     training = load_training_set(DATA / "train.csv.gz")
@@ -90,8 +82,7 @@ def main(argv=None) -> int:
 
     # the same random sampling under the paper's N(0, I) prior (the generator above uses the fitted prior)
     per_std = a.standard_per_decile or max(1, per_decile // 3)
-    gen_std = Generator(a.weights, seed=a.seed, batch_size=32, prior="standard", predict=False,
-                        refine=refine, cell_from=a.cell_from)
+    gen_std = Generator(a.weights, seed=a.seed, prior="standard", predict=False)
     t0 = time.perf_counter()
     std = pd.concat([gen_std.sample(per_std, condition=k) for k in range(gen.n_bins)], ignore_index=True)
     t_std = time.perf_counter() - t0
@@ -120,15 +111,8 @@ def main(argv=None) -> int:
                    + "".join(f" --{k.replace('_', '-')} {v}" for k, v in (("per_decile", a.per_decile),
                                                                         ("bases", a.bases), ("per_base", a.per_base),
                                                                         ("standard_per_decile", a.standard_per_decile))
-                             if v) + (" --no-refine" if a.no_refine else "")
-                   + (" --cell-from coords" if a.cell_from == "coords" else "")
-                   + (f" --soft-steps {a.soft_steps}" if a.soft_steps != 60 and not a.no_refine else "")
-                   + (f" --position-steps {a.position_steps}"
-                      if a.position_steps != POSITION_STEPS and not a.no_refine else ""),
-        "refine": not a.no_refine,
-        "soft_steps": 0 if a.no_refine else a.soft_steps,
-        "position_steps": 0 if a.no_refine else a.position_steps,
-        "cell_from": a.cell_from,
+                             if v) + (f" --prior {a.prior}" if a.prior != "flow" else ""),
+        "reading": "fast",
         "condition_property": prop,
         "random": {"n": len(rnd), "validity": float(rnd["valid"].mean()),
                    "decoded": float(rnd["structure"].notna().mean()),
@@ -142,8 +126,7 @@ def main(argv=None) -> int:
                                   "decoded": float(std["structure"].notna().mean()),
                                   "charge_neutral": float(std["charge_neutral"].mean()),
                                   "crystals_per_s": len(std) / t_std, **_content(std)},
-        "prior": ({"kind": "fitted", "maps": gen.latent_prior.n_maps, "bins": gen.latent_prior.n_bins}
-                  if gen.latent_prior is not None else {"kind": "standard"}),
+        "prior": {"kind": a.prior, "bins": gen.latent_prior.n_bins},
         "around": {"n": len(tgt), "bases": [r.id for r in chosen], "validity": float(tgt["valid"].mean()),
                    "funnel": funnel_tgt, "seconds": t_tgt, "crystals_per_s": len(tgt) / t_tgt, **_content(tgt)},
         "training_set_load_seconds": t_train,
@@ -151,11 +134,7 @@ def main(argv=None) -> int:
     }
     out = HERE / "results"
     out.mkdir(exist_ok=True)
-    # the segmentation-only run has its own files and section, so both stay on record
-    name = ("generation_segmentation" if a.no_refine else "generation") + (
-        "_coords_cell" if a.cell_from == "coords" else "")
-    name += "_no_soft" if not a.soft_steps and not a.no_refine else ""
-    name += "_no_position" if POSITION_STEPS and not a.position_steps and not a.no_refine else ""
+    name = "generation" + ("_fitted_prior" if a.prior == "fitted" else "")
     (out / f"{name}.json").write_text(json.dumps(res, indent=2, default=float))
     _plot(rnd, prop, gen, out / f"{name}_deciles.png")
     update_section(HERE / "RESULTS.md", name, render(res, name))
@@ -197,24 +176,14 @@ def _forms(mode: dict) -> str:
 
 
 def _prior_label(prior: dict) -> str:
-    if prior.get("kind") != "fitted":
-        return "N(0, I)"
-    return (f"the fitted prior ({prior['bins']} Gaussians, one per property bin, over the codes of "
-            f"{prior['maps']} training maps; weights/vae_prior.npz)")
+    return {"flow": "the flow-matching prior (weights/flow_prior.*)",
+            "fitted": "the per-bin Gaussians (weights/vae_prior.npz)"}.get(prior.get("kind"), "N(0, I)")
 
 
 def render(res: dict, name: str = "generation") -> str:
     r, t, sd = res["random"], res["around"], res.get("random_standard_prior")
-    refine = res.get("refine", True)
-    title = "Generation (shipped weights)" + ("" if refine else ", segmentation only (no round-trip refinement)")
-    if res.get("cell_from") != "latent":
-        title += ", cell from the decoded coordinates"
-    if refine and not res.get("soft_steps"):
-        title += ", no soft fit before the search"
-    if refine and not res.get("position_steps"):
-        title += ", no position rounds after the search"
-    if res.get("weights_label"):  # a record kept from weights shipped before the present ones
-        title += f", {res['weights_label']}"
+    title = "Generation (shipped weights, fast reading)" + (
+        ", per-bin Gaussian prior" if res.get("prior", {}).get("kind") == "fitted" else "")
     lines = [f"## {title}", "",
              f"Command: `{res['command']}` (results/{name}.json, plot results/{name}_deciles.png)"
              + (f", measured {res['measured_at']}" if res.get("measured_at") else "") + ". "

@@ -1,25 +1,23 @@
-"""Reconstruction through the shipped Cond-DFC-VAE and UNet on held-out perovskites.
+"""Reconstruction of held-out perovskites through the shipped codec (perov_5 validation split).
 
-    python benchmarks/reconstruction.py              # all 3,787 perov_5 validation crystals
-    python benchmarks/reconstruction.py --limit 300  # a quicker look
-    python benchmarks/reconstruction.py --limit 500 --no-refine  # segmentation only (several times faster)
+    python benchmarks/reconstruction.py                               # all 3,787 crystals, fast reading
+    python benchmarks/reconstruction.py --reading exact --limit 200   # the opt-in search, a sample
 
-Runs the same code as ``icsg reconstruct`` and writes benchmarks/results/reconstruction.json
-(reconstruction_segmentation.json with --no-refine, a suffix _coords_cell with --cell-from coords,
-_no_soft with --soft-steps 0, _no_restart with --no-restart, _no_exact_fit with --exact-fit-steps 0,
-_no_element_refit with --no-element-refit, _refit_width{N}, _refit_rounds{N}, _refit_fits{N} and
-_no_site_refit with --element-refit-width N, --element-refit-rounds N, --element-refit-fits N and --no-site-refit;
-with the restart on, the record also scores every crystal's first reading, column *no restart*),
-results/reconstruction_slices.png (true vs decoded density mid-slices) and the
-reconstruction section of benchmarks/RESULTS.md, with the training cost per epoch
-recorded in the weights' JSON and inference time per crystal measured here.
+Crystal -> code (posterior means of the VAE and the readout encoder) -> decoded map -> reading ->
+crystal, compared with the input by pymatgen's StructureMatcher (ltol 0.3, stol 0.5, angle_tol 10,
+as CDVAE). Writes results/reconstruction_{fast,exact}.json, results/reconstruction_slices.png and the
+reconstruction section of RESULTS.md (both readings side by side). Time is wall time of the whole
+call (encoding included, imports and weight loading measured separately as start-up); peak memory
+is the process's peak RSS.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -28,115 +26,71 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from results_md import update_section  # noqa: E402
 
-from icsg.data.sources import iter_source  # noqa: E402
-from icsg.evaluation.reconstruct import reconstruct  # noqa: E402
-from icsg.generation.cli import add_reading_options, reading_config  # noqa: E402
-from icsg.generation.consistency import ConsistencyConfig  # noqa: E402
-from icsg.generation.latent_cell import cell_readout  # noqa: E402
-from icsg.pretrained import load_unet, load_vae  # noqa: E402
-
 DATA = HERE.parent.parent / "shared" / "data" / "perov_5"
-PAPER = {"match_rate": 0.90, "cell_mae_A": 0.06, "site_emd_A": 0.09, "dn_sites": 0.2, "unet_nonzero_recall": 0.87}
+PUBLISHED = {"CDVAE (Xie et al. 2022, perov_5 test)": 0.9752, "FTCP": 0.9934,
+             "Cond-DFC-VAE as benchmarked by Xie et al.": 0.5165}
+PAPER = {"cell_mae_A": 0.06, "site_emd_A": 0.09, "dn_sites": 0.198}
 
-POSITION_STEPS = ConsistencyConfig().position_steps
-RESTART_ABOVE = ConsistencyConfig().restart_above
-EXACT_FIT_STEPS = ConsistencyConfig().exact_fit_steps
-ELEMENT_REFIT_ABOVE = ConsistencyConfig().element_refit_above
-REFIT_WIDTH = ConsistencyConfig().element_refit_width
-REFIT_ROUNDS = ConsistencyConfig().element_refit_rounds
-REFIT_FITS = ConsistencyConfig().element_refit_fits
+
+def _load_idle() -> float:
+    return float(Path("/proc/loadavg").read_text().split()[0])
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--limit", type=int, default=None)
-    ap.add_argument("--skip", type=int, default=0, metavar="N",
-                    help="start after the first N validation crystals (a second sample beside the first --limit; "
-                         "record and section get the suffix _from{N})")
-    ap.add_argument("--weights", default=str(HERE.parent / "weights"))
-    ap.add_argument("--no-refine", action="store_true", help="segmentation only (icsg reconstruct --no-refine)")
-    add_reading_options(ap)  # --soft-steps, --position-steps, --cell-from, as in icsg reconstruct/generate
+    ap.add_argument("--limit", type=int, default=None, help="first N validation crystals (default: all)")
+    ap.add_argument("--reading", choices=("fast", "exact"), default="fast")
+    ap.add_argument("--weights", default=None, help="weights folder (default: the shipped weights)")
+    ap.add_argument("--batch", type=int, default=16)
     a = ap.parse_args(argv)
-    unet, um = load_unet(a.weights)
-    vae, vm = load_vae(a.weights)
-    recs = list(iter_source(str(DATA / "val.csv.gz"), limit=None if a.limit is None else a.skip + a.limit))[a.skip:]
-    refine = reading_config(a)
-    res = reconstruct(recs, vae, vm, unet, um, batch_size=16, refine=refine,
-                      cell=cell_readout(a.weights, a.cell_from, vm))
-    res["command"] = ("python benchmarks/reconstruction.py" + (f" --limit {a.limit}" if a.limit else "")
-                      + (f" --skip {a.skip}" if a.skip else "")
-                      + (" --no-refine" if a.no_refine else "") + (" --cell-from coords" if a.cell_from == "coords"
-                                                                    else "")
-                      + (f" --soft-steps {a.soft_steps}" if a.soft_steps != 60 and not a.no_refine else "")
-                      + (f" --position-steps {a.position_steps}"
-                         if a.position_steps != POSITION_STEPS and not a.no_refine else "")
-                      + (" --no-restart" if a.no_restart and not a.no_refine else
-                         f" --restart-above {a.restart_above}" if a.restart_above != RESTART_ABOVE and not a.no_refine
-                         else "")
-                      + (f" --exact-fit-steps {a.exact_fit_steps}"
-                         if a.exact_fit_steps != EXACT_FIT_STEPS and not a.no_refine else "")
-                      + (" --no-element-refit" if a.no_element_refit and not a.no_refine else
-                         f" --element-refit-above {a.element_refit_above}"
-                         if a.element_refit_above != ELEMENT_REFIT_ABOVE and not a.no_refine else "")
-                      + (f" --element-refit-width {a.element_refit_width}"
-                         if a.element_refit_width != REFIT_WIDTH and not a.no_refine else "")
-                      + (f" --element-refit-rounds {a.element_refit_rounds}"
-                         if a.element_refit_rounds != REFIT_ROUNDS and not a.no_refine else "")
-                      + (f" --element-refit-fits {a.element_refit_fits}"
-                         if a.element_refit_fits != REFIT_FITS and not a.no_refine else "")
-                      + (" --no-site-refit" if a.no_site_refit and not a.no_refine else ""))
-    res["skip"] = a.skip
-    res["training"] = {"unet": um.get("training"), "vae": vm.get("training")}
-    res.pop("failures_detail", None)
+    load_before = _load_idle()
+    t0 = time.perf_counter()
+    from icsg.data.sources import iter_source
+    from icsg.evaluation.reconstruct import reconstruct_codes
+    from icsg.generation.codec import DensityCodec
+
+    codec = DensityCodec(a.weights, batch_size=a.batch)
+    startup = time.perf_counter() - t0
+    recs = list(iter_source(str(DATA / "val.csv.gz"), limit=a.limit))
+    res = reconstruct_codes(recs, codec, reading=a.reading)
+    res["startup_seconds"] = startup
+    res["command"] = "python benchmarks/reconstruction.py" + (f" --limit {a.limit}" if a.limit else "") + (
+        " --reading exact" if a.reading == "exact" else "")
+    res["load_average_before"] = load_before
+    res["commit"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                   cwd=HERE).stdout.strip()
+    res["weights"] = {k: getattr(codec, f"{k}_meta").get("sha256") for k in ("vae", "unet", "readout")}
     out = HERE / "results"
     out.mkdir(exist_ok=True)
-    # the segmentation-only run has its own file and section, so both stay on record
-    name = ("reconstruction_segmentation" if a.no_refine else "reconstruction") + (
-        "_coords_cell" if a.cell_from == "coords" else "")
-    name += "_no_soft" if not a.soft_steps and not a.no_refine else ""
-    name += "_no_position" if POSITION_STEPS and not a.position_steps and not a.no_refine else ""
-    name += "_no_restart" if a.no_restart and not a.no_refine else ""
-    name += "_no_exact_fit" if not a.exact_fit_steps and not a.no_refine else ""
-    name += "_no_element_refit" if a.exact_fit_steps and a.no_element_refit and not a.no_refine else ""
-    name += (f"_refit_width{a.element_refit_width}" if a.element_refit_width != REFIT_WIDTH and a.exact_fit_steps
-             and not a.no_element_refit and not a.no_refine else "")
-    refit_on = a.exact_fit_steps and not a.no_element_refit and not a.no_refine
-    name += f"_refit_rounds{a.element_refit_rounds}" if a.element_refit_rounds != REFIT_ROUNDS and refit_on else ""
-    name += f"_refit_fits{a.element_refit_fits}" if a.element_refit_fits != REFIT_FITS and refit_on else ""
-    name += "_no_site_refit" if a.no_site_refit and refit_on else ""
-    name += f"_from{a.skip}" if a.skip else ""
-    (out / f"{name}.json").write_text(json.dumps(res, indent=2, default=float))
-    if not a.skip:  # the slices belong to the main record
-        _slices(recs[:6], vae, vm, out / "reconstruction_slices.png")
-    update_section(HERE / "RESULTS.md", name, render(res, name))
-    shown = {k: v for k, v in res.items() if k not in ("failures", "training", "crystals")}
-    print(json.dumps(shown, indent=1, default=float))
+    (out / f"reconstruction_{a.reading}.json").write_text(json.dumps(res, indent=1, default=float))
+    if a.reading == "fast":
+        _slices(recs[:6], codec, out / "reconstruction_slices.png")
+    records = {r: json.loads((out / f"reconstruction_{r}.json").read_text())
+               for r in ("fast", "exact") if (out / f"reconstruction_{r}.json").exists()}
+    update_section(HERE / "RESULTS.md", "reconstruction", render(records))
+    print(json.dumps({k: v for k, v in res.items() if k not in ("failures", "crystals")}, indent=1, default=float))
     return 0
 
 
-def _slices(recs, vae, vm, path):
+def _slices(recs, codec, path) -> None:
+    """True and decoded density, middle slice, for a few crystals."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from icsg.data.dataset import property_bin
+    from icsg.data.dataset import condition_onehot
     from icsg.data.filters import standardise
-    from icsg.grid import GridSpec
     from icsg.representation.density import encode
 
-    spec = GridSpec.from_dict(vm["grid"])
-    cond = vm["condition"]
     fig, axes = plt.subplots(2, len(recs), figsize=(2.2 * len(recs), 4.6), squeeze=False)
     for j, r in enumerate(recs):
         s = standardise(r.structure, r.id)
-        e = encode(s, spec)
-        x = np.concatenate([e.density[..., None], e.coords], -1)[None].astype(np.float32)
-        c = np.eye(cond["n_bins"], dtype=np.float32)[property_bin([r.properties[cond["property"]]],
-                                                                  np.array(cond["edges"]))]
-        mu, _ = vae.encoder.predict([x, c], verbose=0)
-        rec = np.asarray(vae.decoder.predict([mu, c], verbose=0))[0, ..., 0]
-        mid = spec.size // 2
+        e = encode(s, codec.spec)
+        c = condition_onehot([r.properties[codec.condition["property"]]], codec.condition)
+        z_map, _ = codec.split(codec.encode([s], c))
+        rec = np.asarray(codec.vae.decoder.predict([z_map, c], verbose=0))[0, ..., 0]
+        mid = codec.spec.size // 2
         axes[0, j].imshow(e.density[:, :, mid].T, origin="lower", cmap="magma")
         axes[1, j].imshow(rec[:, :, mid].T, origin="lower", cmap="magma")
         axes[0, j].set_title(s.composition.reduced_formula, fontsize=8)
@@ -149,157 +103,38 @@ def _slices(recs, vae, vm, path):
     plt.close(fig)
 
 
-def render(res: dict, name: str = "reconstruction") -> str:
+def render(records: dict) -> str:
     def f(v, nd=3):
-        return "nan" if v is None or not np.isfinite(v) else f"{v:.{nd}f}"
+        return "–" if v is None or not np.isfinite(v) else f"{v:.{nd}f}"
 
-    rows = [("match rate", "match_rate", "≥ 0.90"), ("cell MAE (Å)", "cell_mae_A", "0.06"),
-            ("site EMD (Å)", "site_emd_A", "0.09"), ("abs Δ n_sites", "dn_sites", "0.198"),
-            ("species accuracy (matched sites)", "species_accuracy", "-"),
-            ("UNet non-zero recall (true maps)", "unet_nonzero_recall", "0.87"),
-            ("UNet non-zero recall (decoded maps)", "unet_nonzero_recall_decoded", "-"),
-            ("VAE MSE (normalised 4 channels)", "vae_mse", "0.013 (their scale)"),
-            ("VAE MSE, density channel", "vae_density_mse", "-"),
-            ("same, answering every crystal with the mean map", "mean_map_density_mse", "-")]
-    tm = res.get("true_maps") or {}
-    to = res.get("decoded_true_occupancy") or {}
-    so = res.get("segmentation_only") or {}
-    nr = res.get("without_restart") or {}
-    ne = res.get("without_exact_fit") or {}
-    refine = res.get("refine")
-    title = ("Reconstruction through the trained VAE and UNet" if refine else
-             "Reconstruction through the trained VAE and UNet, segmentation only (no round-trip refinement)")
-    if res.get("cell_from") != "latent":
-        title += ", cell from the decoded coordinates"
-    if refine and not refine.get("soft_steps"):
-        title += ", no soft fit before the search"
-    if refine and not refine.get("position_steps"):
-        title += ", no position rounds after the search"
-    if refine and "restart_above" in refine and refine["restart_above"] is None:
-        title += ", no restart"
-    exact = bool(refine and refine.get("exact_fit_steps"))
-    if refine and not exact:
-        title += ", no exact fit"
-    elif refine and refine.get("element_refit_above") is None:
-        title += ", no element refit"
-    # what `icsg reconstruct` needs today to read as this record did (records older than the exact fit had none)
-    refit_flag = ("" if not refine else " --exact-fit-steps 0" if not exact else " --no-element-refit"
-                  if refine.get("element_refit_above") is None else
-                  f" --element-refit-above {refine['element_refit_above']}"
-                  if refine["element_refit_above"] != ELEMENT_REFIT_ABOVE else "")
-    if exact and refine.get("element_refit_above") is not None:
-        # records from before these options existed read with width 1, one round, 4 fits, no site candidates
-        width, rounds = refine.get("element_refit_width", 1), refine.get("element_refit_rounds", 1)
-        fits = refine.get("element_refit_fits", 4)
-        if width != REFIT_WIDTH:
-            refit_flag += f" --element-refit-width {width}"
-            title += f", element refit width {width}"
-        if rounds != REFIT_ROUNDS:
-            refit_flag += f" --element-refit-rounds {rounds}"
-            title += f", {rounds} refit round{'s' if rounds > 1 else ''}"
-        if fits != REFIT_FITS:
-            refit_flag += f" --element-refit-fits {fits}"
-            title += f", {fits} refit fits"
-        if not refine.get("site_refit", False):
-            refit_flag += " --no-site-refit"
-            title += ", no site refit"
-    if exact and refine["exact_fit_steps"] != EXACT_FIT_STEPS:
-        refit_flag = f" --exact-fit-steps {refine['exact_fit_steps']}" + refit_flag
-    skip = res.get("skip", 0)  # a second sample after the first crystals
-    if skip:
-        title += f", validation crystals {skip + 1}-{skip + res['n']}"
-    if res.get("weights_label"):  # a record kept from weights shipped before the present ones
-        title += f", {res['weights_label']}"
-    lines = [f"## {title}", "",
-             f"Command: `{res['command']}` (results/{name}.json); equivalent to `icsg reconstruct "
-             f"../shared/data/perov_5/val.csv.gz{'' if refine else ' --no-refine'}"
-             f"{' --cell-from coords' if res.get('cell_from') != 'latent' else ''}"
-             f"{' --soft-steps 0' if refine and not refine.get('soft_steps') else ''}"
-             f"{' --position-steps 0' if refine and not refine.get('position_steps') else ''}"
-             f"{' --no-restart' if refine and 'restart_above' in refine and refine['restart_above'] is None else ''}"
-             f"{refit_flag}`. "
-             + (f"A second sample, after the first {skip} crystals. " if skip else "") +
-             f"n = {res['n']}, decoded {res['n_decoded']}, {res['seconds_per_crystal'] * 1000:.0f} ms per crystal "
-             "end to end on this machine "
-             f"(encode, VAE, UNet on true and decoded maps, segmentation{', refinement' if refine else ''}, metrics)."
-             + (f" Measured at {res['measured_at']}." if res.get("measured_at") else ""), "",
-             ("Cell lengths of the decoded crystals: from the posterior mean by the ridge readout fitted on training "
-              "codes (`icsg.generation.latent_cell`, `--cell-from latent`)." if res.get("cell_from") == "latent" else
-              "Cell lengths of the decoded crystals: from the decoded coordinate channels (`--cell-from coords`, the "
-              "paper's way)."),
-             f"UNet averaged over {res.get('tta_rotations', 1)} exact rotation(s) of the box (`--tta`). "
-             f"Site species: `{res.get('species_from', 'unet')}` (`fit` = the eq.-1 profile fit of "
-             "icsg/segmentation/species_fit.py, on decoded maps combined with the UNet's class probabilities and "
-             "with the sites left at their region centroids, on true maps the density alone with refined sites: "
-             "`segmentation_for` and the species_reading section; `unet` = the paper's vote). The column *UNet on "
-             "true M* runs the UNet + segmentation on the true maps (no VAE): the segmenter's share of the error. "
-             "The column "
-             "*decoded M', true S_B* segments the decoded maps with the encoder's own occupancy mask instead of the "
-             "UNet's: what the decoded density and coordinates support when the regions are right (the VAE's "
-             "share).", "",
-             ("The column *icsg* reads the decoded maps as generation does: segmentation, then the round-trip "
-              "refinement (`icsg.generation.consistency`: elements, sites and cell moved towards the crystal whose "
-              f"code is closest to the posterior mean the map came from; {refine}); *segmentation only* is the same "
-              "crystals before the refinement (`--no-refine`). Mean squared code distance left: "
-              f"{f(res.get('latent_residual'), 5)}." if refine else "No round-trip refinement (`--no-refine`)."),
-             "", *([f"The column *no restart* is the same crystals' first reading: before the "
-                    f"{res['restarted']['crystals']} crystals still farther than {refine.get('restart_above')} from "
-                    "their codes were read again from their segmentation (positions fitted first, no soft fit; "
-                    f"`ConsistencyConfig.restart_above`); the second reading was nearer, and kept, for "
-                    f"{res['restarted']['second_reading_kept']} of them.", ""] if nr else []),
-             *([f"The column *no exact fit* is the same crystals before the last stage "
-                f"(`ConsistencyConfig.exact_below`, `icsg.generation.pipeline.exact_fits`): positions and cell fitted "
-                f"together through the encoder ({refine['exact_fit_steps']} steps), "
-                f"{_exact_sentence(res['exact_fit'], refine)}", ""] if ne and res.get("exact_fit") else []),
-             "| metric | icsg |" + (" no exact fit |" if ne else "") + (" no restart |" if nr else "")
-             + " segmentation only | UNet on true M | decoded M', true S_B | paper |",
-             "|---|---|" + ("---|" if ne else "") + ("---|" if nr else "") + "---|---|---|---|"]
-    for label, key, paper in rows:
-        lines.append(f"| {label} | {f(res.get(key))} |" + (f" {f(ne.get(key)) if key in ne else '-'} |" if ne else "")
-                     + (f" {f(nr.get(key)) if key in nr else '-'} |" if nr else "")
-                     + f" {f(so.get(key)) if key in so else '-'} | "
-                     f"{f(tm.get(key)) if key in tm else '-'} | {f(to.get(key)) if key in to else '-'} | {paper} |")
-    by_el = res.get("unet_recall_by_element")
-    if by_el:
-        order = sorted(by_el, key=lambda e: -by_el[e]["voxel_share"])
-        poor = [e for e in order if by_el[e]["recall"] < 0.5 and by_el[e]["read_as"]]
-        lines += ["", "UNet non-zero recall on the true maps by element (share of the atom voxels in brackets): "
-                  + ", ".join(f"{e} {by_el[e]['recall']:.2f} ({100 * by_el[e]['voxel_share']:.1f} %)" for e in order)
-                  + ". Below 0.5, most often read as: "
-                  + (", ".join(f"{e} → {by_el[e]['read_as']} ({by_el[e]['read_as_share']:.2f})" for e in poor)
-                     or "none") + "."]
-    misses = [c for c in res.get("crystals", []) if c.get("read") and not c["match"]]
-    if misses:  # records from session 19 on list every crystal
-        lines += ["", f"Not matched ({len(misses)}; true formula → reading, code distance): "
-                  + "; ".join(f"{c['id']} {c['formula']} → {c['read']} ({c['code_distance']:.1e})" for c in misses)
-                  + "."]
-    for name in ("unet", "vae"):
-        t = (res.get("training") or {}).get(name) or {}
-        secs = t.get("epoch_seconds") or []
-        if secs:
-            lines.append("")
-            lines.append(f"{name} training: {t.get('epochs_done')} epochs, {np.mean(secs):.0f} s per epoch "
-                         f"(shared cores), best validation loss {t.get('best'):.4f} at epoch {t.get('best_epoch')}.")
-    # the slices image is redrawn by every run, so it belongs to the present weights' record only
-    lines += (["", "![slices](results/reconstruction_slices.png)", ""]
-              if not res.get("weights_label") and not skip else [""])
+    cols = [r for r in ("fast", "exact") if r in records]
+    rows = [("crystals", "n", 0), ("match rate", "match_rate", 3), ("cell MAE (Å)", "cell_mae_A", 4),
+            ("site EMD (Å)", "site_emd_A", 3), ("abs Δ n_sites", "dn_sites", 3),
+            ("species accuracy (matched sites)", "species_accuracy", 3),
+            ("readout: composition exactly right", "readout_composition_accuracy", 3),
+            ("readout: cell MAE (Å)", "readout_cell_mae_A", 4),
+            ("crystals per second (whole call)", "crystals_per_second", 2),
+            ("start-up: imports + weights (s)", "startup_seconds", 1), ("peak RSS (GB)", "peak_rss_gb", 2)]
+    lines = ["## Reconstruction (perov_5 validation split)", "",
+             "Crystal -> code -> decoded map -> reading -> crystal, against the input (StructureMatcher ltol 0.3, "
+             "stol 0.5, angle_tol 10). *fast* is the default reading (`icsg reconstruct`, `icsg generate`, "
+             "`icsg.Generator`); *exact* is the opt-in per-crystal search (`--reading exact`).", "",
+             "| metric | " + " | ".join(f"{c} (`{records[c]['command']}`)" for c in cols) + " | paper |",
+             "|---|" + "---|" * len(cols) + "---|"]
+    for label, key, nd in rows:
+        vals = [None if (c == "exact" and key.startswith("readout")) else records[c].get(key) for c in cols]
+        lines.append(f"| {label} | " + " | ".join(f(v, nd) if nd else str(v) for v in vals)
+                     + f" | {PAPER.get(key, '–')} |")
+    lines += ["", "Published match rates on perov_5 (test split; Xie et al. 2022, Table 2): "
+              + ", ".join(f"{k} {v:.4f}" for k, v in PUBLISHED.items()) + ".", ""]
+    for c in cols:
+        r = records[c]
+        misses = [x for x in r.get("crystals", []) if not x.get("match")]
+        lines.append(f"- {c}: commit {r.get('commit')}, load average {r.get('load_average_before')} before the run; "
+                     f"{len(misses)} misses, e.g. " + ", ".join(f"{m['formula']} read as {m.get('read')}"
+                                                                for m in misses[:5]) + ".")
     return "\n".join(lines)
 
 
-def _exact_sentence(c: dict, refine: dict) -> str:
-    text = (f"{c['exact_first']} of {c['crystals']} crystals then lay closer than {refine['exact_below']} to their "
-            "codes (reproduced: they keep the fitted cell)")
-    if refine.get("element_refit_above") is not None:
-        rounds, sites = refine.get("element_refit_rounds", 1), refine.get("site_refit", False)
-        change = "one site's element changed" + (", one site removed or two close sites merged" if sites else "")
-        text += (f"; the {c['refit']} still at least {refine['element_refit_above']} away were tried with {change} "
-                 f"(neighbours ±{refine.get('element_refit_width', 1)} in Z; the "
-                 f"{refine.get('element_refit_fits')} nearest candidates fitted"
-                 + (f"; up to {rounds} rounds, each from the crystals the last improved" if rounds > 1 else "")
-                 + f"), and a candidate replaced {c['refit_kept']} readings")
-    return text + (f"; {c['exact']} crystals reproduced their codes in the end. The others keep the cell they were "
-                   "read with.")
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())

@@ -96,8 +96,21 @@ icsg train-imatgen "$DATA/perov_5/train.csv.gz" --val "$DATA/perov_5/val.csv.gz"
     --limit 6000 --val-limit 1000 --epochs-ae 6 --steps-per-epoch 250 --epochs-vae 300 --beta 1e-4 --ship weights
 icsg train-ccdcgan --imatgen runs/imatgen --out runs/ccdcgan --steps 4000 --ship weights
 
-# 5. ship the Keras models and write the model card; shipping the VAE with --recalibrate also fits the
-#    latent prior of random generation (weights/vae_prior.npz; alone: icsg fit-latent-prior runs/data/perov5_train)
+# 5. ship the Keras models
 icsg ship-weights runs/unet13 --name unet --recalibrate runs/data/perov5_train
 icsg ship-weights runs/vae9 --name vae --recalibrate runs/data/perov5_train
+
+# 6. the readout encoder and heads (z_read: composition, cell, property, positions) on the same dataset's site
+#    lists (the dataset must be prepared by this version: shards with site_Z and site_frac), in two stages: a
+#    first run stopped by hand, then continued from its last epoch at a lower learning rate
+icsg train-readout runs/data/perov5_train --out runs/readout_stage1 --epochs 300 --steps-per-epoch 0 --batch 64 \
+    --val-limit 1000 --patience 30 --lr 1e-3
+cp runs/readout_stage1/last.weights.h5 runs/readout_stage1.weights.h5
+icsg train-readout runs/data/perov5_train --out runs/readout --epochs 300 --steps-per-epoch 0 --batch 64 \
+    --val-limit 1000 --patience 30 --lr 5e-4 --init-weights runs/readout_stage1.weights.h5
+icsg ship-weights runs/readout --name readout
+
+# 7. the priors over whole codes [z_map, z_read] (flow matching and per-bin Gaussians) and the exact reading's
+#    cell readout, then the model card
+icsg fit-latent-prior runs/data/perov5_train --maps 20000
 python benchmarks/model_card.py

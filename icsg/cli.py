@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 import warnings
 
 import icsg  # noqa: F401  (sets KERAS_BACKEND)
 from icsg.errors import CrystalError, SourceError, WeightsError
-from icsg.representation.augment import TTA_ROTATIONS
 
 
 def _records(sources: list[str], limit: int | None):
@@ -82,22 +82,16 @@ def _report(res: dict, a) -> int:
 
 
 def cmd_reconstruct(a) -> int:
-    from icsg.evaluation.reconstruct import reconstruct
-    from icsg.generation.cli import reading_config
-    from icsg.generation.latent_cell import cell_readout
-    from icsg.pretrained import WEIGHTS_DIR, load_unet, load_vae
+    from icsg.evaluation.reconstruct import reconstruct_codes
+    from icsg.generation.codec import DensityCodec
 
-    unet, um = load_unet(a.unet or a.weights or WEIGHTS_DIR)
-    vae, vm = load_vae(a.vae or a.weights or WEIGHTS_DIR)
-    cell = cell_readout(a.vae or a.weights or WEIGHTS_DIR, a.cell_from, vm)
+    codec = DensityCodec(a.weights, batch_size=a.batch, workers=a.workers)
     recs = _records(a.sources, a.limit)
-    return _report(reconstruct(recs, vae, vm, unet, um, batch_size=a.batch, workers=a.workers or 1,
-                               species_from=a.species, rotations=a.tta,
-                               refine=reading_config(a),
-                               cell=cell), a)
+    return _report(reconstruct_codes(recs, codec, reading=a.reading), a)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The ``icsg`` parser; of the commands in ``_COMMANDS`` only the one named in ``argv`` is built in full."""
     p = argparse.ArgumentParser(prog="icsg", description="icsg: 3-D crystal structure generation (Cond-DFC-VAE + UNet) and property prediction (CGCNN).")
     p.add_argument("--version", action="version", version=f"icsg {icsg.__version__}")
     sub = p.add_subparsers(dest="command", required=True)
@@ -128,53 +122,52 @@ def build_parser() -> argparse.ArgumentParser:
     _grid_args(rt)
     rt.set_defaults(func=cmd_roundtrip)
 
-    rc = sub.add_parser("reconstruct", help="encode crystals and pass them through the trained VAE and UNet",
-                        description="Encode -> Cond-DFC-VAE (posterior mean) -> UNet -> segmentation, and report "
-                                    "the round-trip metrics plus vae_mse and UNet non-zero recall.")
+    rc = sub.add_parser("reconstruct", help="encode crystals, decode their codes and compare",
+                        description="Crystal -> code (Cond-DFC-VAE and readout encoder, posterior means) -> decoded "
+                                    "map -> reading -> crystal; reports match rate, cell MAE, site EMD, |Δn|, the "
+                                    "readout's composition accuracy, crystals per second and peak memory.")
     rc.add_argument("sources", nargs="+", help="CSV(.gz) files, CIF files or folders, or mp:CLASS")
     rc.add_argument("--limit", type=int, default=None)
     rc.add_argument("--json", default=None)
-    rc.add_argument("--weights", default=None, help="folder with unet.* and vae.* (default: the shipped weights/)")
-    rc.add_argument("--vae", default=None, help="VAE run folder (overrides --weights for the VAE)")
-    rc.add_argument("--unet", default=None, help="UNet run folder (overrides --weights for the UNet)")
-    rc.add_argument("--batch", type=int, default=16)
-    rc.add_argument("--workers", type=int, default=1, help="segmentation worker processes")
-    rc.add_argument("--species", choices=("fit", "unet"), default="fit",
-                    help="site species from the density profile (fit, default) or the UNet's vote (unet, paper)")
-    rc.add_argument("--tta", type=int, default=TTA_ROTATIONS, metavar="N",
-                    help=f"average the UNet over N of the 24 exact cube rotations (1 = off, the paper; default "
-                         f"{TTA_ROTATIONS})")
-    rc.add_argument("--no-refine", action="store_true",
-                    help="report the segmentation's reading of the decoded maps without the round-trip refinement "
-                         "(icsg.generation.consistency; several times faster)")
+    rc.add_argument("--weights", default=None,
+                    help="folder with vae.*, readout.* and unet.* (default: the shipped weights/)")
+    rc.add_argument("--batch", type=int, default=16, help="maps per decoder and UNet batch (default 16)")
+    rc.add_argument("--workers", type=int, default=1, help="reading worker processes")
     from icsg.generation.cli import add_reading_options
 
     add_reading_options(rc)
     rc.set_defaults(func=cmd_reconstruct)
 
-    for register in _extra_commands():
-        register(sub)
+    wanted = next((x for x in (argv or []) if not x.startswith("-")), None)
+    if wanted in _COMMANDS:  # import only the module of the command asked for: keras and torch load slowly
+        importlib.import_module(_COMMANDS[wanted][0]).register_cli(sub)
+    for name, (_, text) in _COMMANDS.items():
+        if name not in sub.choices:  # listed in `icsg --help`; its own parser is built when it is asked for
+            sub.add_parser(name, help=text, add_help=False)
     return p
 
 
-def _extra_commands():
-    from icsg.models.cgcnn_train import register_cli as cgcnn
-    from icsg.models.train import register_cli as unet_vae
-    from icsg.generation.cli import register_cli as generate
-    from icsg.predict import register_cli as predict
-    from icsg.pretrained import register_cli as ship
-    from icsg.models.imatgen_train import register_cli as imatgen
-    from icsg.models.ccdcgan import register_cli as ccdcgan
-    from icsg.generation.validate import register_cli as validate
-    from icsg.data.decoded import register_cli as decoded
-    from icsg.generation.latent_prior import register_cli as latent_prior
-
-    return [generate, validate, unet_vae, decoded, cgcnn, predict, ship, latent_prior, imatgen, ccdcgan]
+# command -> (module whose register_cli builds its parser, one-line help)
+_COMMANDS = {
+    "generate": ("icsg.generation.cli", "generate property-conditioned crystals with the shipped models"),
+    "validate": ("icsg.generation.validate", "relax generated candidates with CHGNet (ML potential, not DFT)"),
+    "train-unet": ("icsg.models.train", "train the 3-D UNet segmenter on a prepared dataset"),
+    "train-vae": ("icsg.models.train", "train the conditional DFC-VAE on a prepared dataset"),
+    "train-readout": ("icsg.models.train", "train the readout encoder (composition, cell, property, positions)"),
+    "decode-dataset": ("icsg.data.decoded", "copy a prepared dataset with the VAE's reconstructed density maps"),
+    "train-cgcnn": ("icsg.models.cgcnn_train", "train CGCNN property models on ../shared/data"),
+    "predict": ("icsg.predict", "predict the eight properties of crystals (CIF files, folders, CSVs)"),
+    "ship-weights": ("icsg.pretrained", "copy a training run's best weights into the weights folder"),
+    "fit-latent-prior": ("icsg.generation.latent_prior", "fit the priors that random generation samples codes from"),
+    "train-imatgen": ("icsg.models.imatgen_train", "train the iMatGen-style generator (cell/basis AEs + materials VAE)"),
+    "train-ccdcgan": ("icsg.models.ccdcgan", "train the CCDCGAN-style latent GAN on an iMatGen run's crystal codes"),
+}
 
 
 def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", module="pymatgen")
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser(argv).parse_args(argv)
     try:
         return int(args.func(args) or 0)
     except (SourceError, CrystalError, WeightsError, FileNotFoundError, PermissionError, ValueError) as exc:

@@ -85,6 +85,16 @@ def load_vae(location: str | os.PathLike = WEIGHTS_DIR, unet=None):
     return model, meta
 
 
+def load_readout(location: str | os.PathLike = WEIGHTS_DIR):
+    """(readout encoder + heads, meta) (``icsg.models.readout``): the code's composition, cell and property."""
+    from icsg.models.readout import ReadoutConfig, build_readout
+
+    meta, w = _pair(location, "readout")
+    model = build_readout(ReadoutConfig.from_dict(meta["config"]))
+    load_weights_file(model, w)
+    return model, meta
+
+
 @dataclass
 class Pretrained:
     unet: object
@@ -104,10 +114,9 @@ def ship_run(run: str | os.PathLike, name: str, weights_dir: str | os.PathLike =
              recalibrate_data: str | os.PathLike | None = None, n_recalibrate: int = 256, seed: int = 0) -> Path:
     """Copy a Keras training run's best weights and description to ``weights_dir/NAME.*`` (atomically).
 
-    With ``recalibrate_data`` (a prepared dataset), the BatchNorm statistics are first
-    recomputed on ``n_recalibrate`` whole training maps (``icsg.models.batchnorm``), and for
-    the VAE the latent prior of random generation is fitted on the same data
-    (``icsg.generation.latent_prior``, written to ``weights_dir/vae_prior.npz``).
+    With ``recalibrate_data`` (a prepared dataset), the BatchNorm statistics of the UNet or the VAE are first
+    recomputed on ``n_recalibrate`` whole training maps (``icsg.models.batchnorm``). A new VAE or readout
+    changes the codes: refit the priors afterwards (``icsg fit-latent-prior DATA``).
     """
     import numpy as np
 
@@ -115,7 +124,7 @@ def ship_run(run: str | os.PathLike, name: str, weights_dir: str | os.PathLike =
 
     run = Path(run)
     meta, w = _pair(run, name)
-    if recalibrate_data is not None:
+    if recalibrate_data is not None and name in ("unet", "vae"):  # the readout trains on whole maps already
         from icsg.data.dataset import condition_onehot, load_arrays
         from icsg.grid import GridSpec
         from icsg.models import batchnorm
@@ -153,11 +162,6 @@ def ship_run(run: str | os.PathLike, name: str, weights_dir: str | os.PathLike =
     if prev_path.exists():
         meta.update(warm_start(meta, json.loads(prev_path.read_text()), run, dest))
     atomic_copy(w, dest)
-    if name == "vae" and recalibrate_data is not None:
-        # random generation samples the aggregate posterior of these weights (icsg.generation.latent_prior)
-        from icsg.generation.latent_prior import write_prior_for
-
-        write_prior_for(model, meta, weights_dir, recalibrate_data, seed=seed)
     meta["sha256"] = sha256(dest)
     meta["source_run"] = str(run)
     atomic_write_json(Path(weights_dir) / f"{name}.json", meta)
@@ -202,7 +206,7 @@ def register_cli(sub) -> None:
                        description="Copy RUN/best.weights.h5 and RUN/model.json to WEIGHTS/NAME.weights.h5 and "
                                    "WEIGHTS/NAME.json, with the training state and the sha256.")
     p.add_argument("run", help="training run folder")
-    p.add_argument("--name", required=True, choices=["unet", "vae"], help="model name in the weights folder")
+    p.add_argument("--name", required=True, choices=["unet", "vae", "readout"], help="model name in the weights folder")
     p.add_argument("--to", default=str(WEIGHTS_DIR), help="weights folder (default: the package's weights/)")
     p.add_argument("--recalibrate", default=None, metavar="DATA",
                    help="recompute BatchNorm statistics on whole maps of this prepared dataset before shipping")

@@ -82,11 +82,12 @@ def test_posterior_means_of_a_prepared_dataset(tiny_dataset):
     keras.utils.set_random_seed(0)
     vae = build_vae(VAEConfig(grid_size=16, latent_dim=8, filters=(4, 8), n_cond=10))
     meta = {"grid": man["grid"], "condition": man["condition"]}
-    mu, bins, onehot, abc = posterior_means(vae, meta, ds, n_maps=100, batch_size=2)
+    mu, bins, onehot, abc, values = posterior_means(vae, meta, ds, n_maps=100, batch_size=2)
     train = load_arrays(ds, "train")
     assert mu.shape == (len(train["ids"]), 8)  # every training map, none of the val split
     assert np.array_equal(bins, property_bin(train["prop"], np.array(man["condition"]["edges"])))
     assert np.array_equal(onehot.argmax(1), bins) and np.allclose(abc, train["abc_A"])
+    assert np.allclose(values, train["prop"], equal_nan=True)
     again = posterior_means(vae, meta, ds, n_maps=100, batch_size=3)
     assert np.allclose(mu, again.mu, atol=1e-5)  # batching does not change the codes
     val = posterior_means(vae, meta, ds, split="val")

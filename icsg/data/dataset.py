@@ -4,7 +4,9 @@ Layout of a dataset folder::
 
     manifest.json           counts, rejections with reasons, grid, elements, property bins
     shards/shard_00000.npz  density (k, n, n, n) float32, species (k, n, n, n) uint8 (Z),
-                            abc_A (k, 3), ids (k,), split (k,) 0=train 1=val, prop (k,)
+                            abc_A (k, 3), ids (k,), split (k,) 0=train 1=val, prop (k,),
+                            site_Z (k, max_atoms) uint8: Z of each site of the cell, heaviest first,
+                            0-padded; site_frac (k, max_atoms, 3) their fractional coordinates
 
 Shards are written atomically (temporary name, then rename) and a rerun skips the
 shards already on disk, so an interrupted ``icsg prepare`` resumes where it stopped.
@@ -88,7 +90,9 @@ def _encode_one(args):
     try:
         s = standardise(rec.structure, rec.id, fcfg)
         e = encode(s, spec, item=rec.id)
-        return rec, (e.density, e.species.astype(np.uint8), e.abc_A, sorted({sp.Z for sp in s.species})), None
+        order = np.argsort([-sp.Z for sp in s.species], kind="stable")
+        sites = (np.array([s[i].specie.Z for i in order]), np.mod(s.frac_coords[order], 1.0))
+        return rec, (e.density, e.species.astype(np.uint8), e.abc_A, sites), None
     except CrystalError as err:
         return rec, None, err
 
@@ -117,22 +121,26 @@ def prepare(records: list[Record], out_dir: str | os.PathLike, spec: GridSpec = 
         else:
             todo.append((k, path, chunk))
     for k, path, chunk in todo:
-        dens, spc, abc, ids, splits, props, els = [], [], [], [], [], [], set()
+        dens, spc, abc, ids, splits, props, els, sites, fracs = [], [], [], [], [], [], set(), [], []
         local_rej = RejectionLog()
         for rec, arrays, err in pmap(_encode_one, [(r, spec, filters) for r in chunk], workers,
                                      desc=f"shard {k + 1}/{n_shards}", total=len(chunk), progress=progress):
             if err is not None:
                 local_rej.add(err)
                 continue
-            d, s, a, zs = arrays
+            d, s, a, (zs, fr) = arrays
             dens.append(d), spc.append(s), abc.append(a), ids.append(rec.id)
             splits.append(split_of(rec.id, cfg.val_fraction, cfg.seed))
             props.append(rec.properties.get(cfg.property, np.nan) if cfg.property else np.nan)
-            els.update(zs)
+            els.update(int(z) for z in zs)
+            sites.append(np.pad(zs, (0, filters.max_atoms - len(zs))))
+            fracs.append(np.pad(fr, ((0, filters.max_atoms - len(zs)), (0, 0))))
         n = (spec.size,) * 3
         atomic_save_npz(path, density=np.array(dens, np.float32).reshape((-1,) + n),
                         species=np.array(spc, np.uint8).reshape((-1,) + n), abc_A=np.array(abc).reshape(-1, 3),
-                        ids=np.array(ids, dtype=str), split=np.array(splits, np.int8), prop=np.array(props, float))
+                        ids=np.array(ids, dtype=str), split=np.array(splits, np.int8), prop=np.array(props, float),
+                        site_Z=np.array(sites, np.uint8).reshape(-1, filters.max_atoms),
+                        site_frac=np.array(fracs, np.float32).reshape(-1, filters.max_atoms, 3))
         meta = {"file": path.name, "n": len(ids), "elements": sorted(els), "rejected": local_rej.items}
         atomic_write_json(path.with_suffix(".json"), meta)
         shard_info.append(meta)
@@ -187,13 +195,20 @@ def load_arrays(path: str | os.PathLike, split: str | None = None) -> dict:
     root = Path(path)
     man = load_manifest(root)
     parts = [np.load(root / "shards" / m["file"]) for m in man["shards"] if m["n"] > 0]
-    keys = ("density", "species", "abc_A", "ids", "split", "prop")
-    arrays = {k: np.concatenate([p[k] for p in parts]) if parts else np.array([]) for k in keys}
+    keys = ("density", "species", "abc_A", "ids", "split", "prop", "site_Z", "site_frac")
+    arrays = {k: np.concatenate([p[k] for p in parts]) if parts else np.array([]) for k in keys
+              if all(k in p.files for p in parts)}
     if split is not None:
         keep = arrays["split"] == {"train": 0, "val": 1}[split]
         arrays = {k: v[keep] for k, v in arrays.items()}
     arrays["manifest"] = man
     return arrays
+
+
+def site_counts(site_Z: np.ndarray, elements_Z: list[int]) -> np.ndarray:
+    """(k, max_atoms) 0-padded site Z -> (k, E) number of sites of each element of ``elements_Z``."""
+    site_Z = np.asarray(site_Z)
+    return np.stack([(site_Z == z).sum(1) for z in elements_Z], axis=1).astype(np.int32)
 
 
 def species_classes(elements_Z: list[int]) -> np.ndarray:
@@ -220,14 +235,18 @@ class VoxelDataset(_keras_pydataset()):
                   map and still run on full maps at inference; they learnt worse than whole
                   maps, see ``icsg.models.train.train_unet``).
     task='vae':   x = (concat[M, C] (B, n, n, n, 4), one-hot condition (B, bins)); y = the 4 channels.
+    task='readout': x = (site Z (B, max_atoms) 0-padded, fractional coordinates (B, max_atoms, 3), cell
+                  lengths (B, 3) Å), no maps; y = {'counts':
+                  sites per element of the manifest's elements_Z (B, E), 'abc_A': (B, 3) Å, 'property': (B,)
+                  NaN where unknown} (``icsg.models.readout``).
     """
 
     def __init__(self, path, split: str = "train", task: str = "unet", batch_size: int = 8,
                  augment: bool = True, shuffle: bool = True, seed: int = 0, limit: int | None = None,
                  crop: int | None = None, epoch_steps: int | None = None, **kwargs):
         super().__init__(**kwargs)
-        if task not in ("unet", "vae"):
-            raise ValueError(f"task must be 'unet' or 'vae', got {task!r}")
+        if task not in ("unet", "vae", "readout"):
+            raise ValueError(f"task must be 'unet', 'vae' or 'readout', got {task!r}")
         self.arrays = load_arrays(path, split)
         man = self.arrays["manifest"]
         if limit is not None:
@@ -246,6 +265,11 @@ class VoxelDataset(_keras_pydataset()):
             raise SourceError(f"{path}: split '{split}' is empty")
         if task == "vae" and not self.condition:
             raise SourceError(f"{path}: dataset was prepared without --property; the VAE needs a condition")
+        if task == "readout":
+            if "site_Z" not in self.arrays:
+                raise SourceError(f"{path}: dataset has no site lists (prepared by an older icsg); run 'icsg prepare' "
+                                  "again into a new folder")
+            self.counts = site_counts(self.arrays["site_Z"], man["elements_Z"])
         # Samples are drawn from an endless stream of shuffled passes over the split, so an
         # "epoch" of ``epoch_steps`` batches (a checkpoint interval on a CPU) can be shorter
         # than one pass without the data running out mid-training.
@@ -276,6 +300,10 @@ class VoxelDataset(_keras_pydataset()):
 
     def __getitem__(self, i: int):
         idx = self._indices(i)
+        if self.task == "readout":
+            abc = self.arrays["abc_A"][idx].astype(np.float32)
+            return ((self.arrays["site_Z"][idx].astype(np.int32), self.arrays["site_frac"][idx], abc),
+                    {"counts": self.counts[idx], "abc_A": abc, "property": self.arrays["prop"][idx].astype(np.float32)})
         dens, spc, coords = [], [], []
         for j in idx:
             d, s, abc = self.arrays["density"][j], self.arrays["species"][j], self.arrays["abc_A"][j]

@@ -133,9 +133,10 @@ def make_generator(model: str = "cond-dfc-vae", weights_dir: str | os.PathLike =
     if model not in MODELS:
         raise ValueError(f"unknown model {model!r} (choose from {', '.join(MODELS)})")
     if model in ("imatgen", "ccdcgan"):
-        # options of the voxel pipeline (segmentation, UNet rotations, latent prior) do not apply
-        for key in ("workers", "species_from", "rotations", "prior", "temperature", "refine", "cell_from"):
-            kwargs.pop(key, None)
+        # options of the voxel pipeline (reading, latent prior) do not apply: asking for them is an error
+        bad = [k for k in ("workers", "reading", "exact", "prior", "temperature") if k in kwargs]
+        if bad:
+            raise ValueError(f"{bad[0]!r} applies to the cond-dfc-vae model only, not {model}")
         return (ImatgenGenerator if model == "imatgen" else CCDCGANGenerator)(weights_dir, **kwargs)
     from icsg.generation.generator import Generator
 

@@ -10,8 +10,6 @@ from pathlib import Path
 import numpy as np
 
 from icsg.errors import SourceError
-from icsg.generation.consistency import ConsistencyConfig
-from icsg.representation.augment import TTA_ROTATIONS
 from icsg.io import atomic_path, atomic_save_npz, atomic_write_json, atomic_write_text
 from icsg.pretrained import WEIGHTS_DIR
 from icsg.properties import PROPERTIES
@@ -67,6 +65,19 @@ def slice_sheet(slices: np.ndarray, path: Path, titles: list[str] | None = None,
     plt.close(fig)
 
 
+# options of the voxel pipeline and their defaults: set away from the default for a model without one, an error
+VOXEL_OPTIONS = {"workers": 1, "reading": "fast", "prior": "flow", "temperature": 1.0}
+
+
+def _voxel_options(a, conditional: bool) -> dict:
+    if conditional:
+        return {k: getattr(a, k) for k in VOXEL_OPTIONS}
+    bad = [k for k, default in VOXEL_OPTIONS.items() if getattr(a, k) != default]
+    if bad:
+        raise ValueError(f"--{bad[0].replace('_', '-')} applies to --model cond-dfc-vae only, not {a.model}")
+    return {}
+
+
 def run_generate(a) -> dict:
     from icsg.generation.generator import apply_filters, load_training_set
 
@@ -87,10 +98,8 @@ def run_generate(a) -> dict:
     if not conditional and a.condition is not None:
         raise ValueError(f"--condition needs --model cond-dfc-vae ({a.model} is not property-conditioned); "
                          "--target sets the property window only")
-    gen = make_generator(a.model, a.weights, seed=a.seed, batch_size=a.batch, workers=a.workers,
-                         species_from=a.species, rotations=a.tta, prior=a.prior, temperature=a.temperature,
-                         refine=reading_config(a) or False,
-                         cell_from=a.cell_from)
+    gen = make_generator(a.model, a.weights, seed=a.seed, batch_size=a.batch,
+                         **_voxel_options(a, conditional))
     prop = gen.condition_property
     base, target, mode = None, None, "random"
     if a.interpolate:
@@ -109,13 +118,13 @@ def run_generate(a) -> dict:
             target = float(gen.predictor.predict([base])[prop].iloc[0]) if gen.predictor else None
     elif conditional:
         if a.target is not None:
-            k = gen.bin_of(a.target)
             target = a.target
+            df = gen.sample(a.n or 100, target=a.target)
         else:
             k = gen.n_bins // 2 if a.condition is None else a.condition
             gen._onehot(k, 1)
             target = gen.bin_centre(k)
-        df = gen.sample(a.n or 100, condition=k)
+            df = gen.sample(a.n or 100, condition=k)
     else:
         target = a.target
         df = gen.sample(a.n or 100)
@@ -155,14 +164,7 @@ def run_generate(a) -> dict:
         "novelty_checked": training is not None, "cif_files": len(written),
         "wall_seconds": seconds, "crystals_per_second": len(df) / seconds,
         "decode_seconds": df.attrs["seconds"], "seed": a.seed,
-        "refine": conditional and not a.no_refine,
-        "soft_steps": a.soft_steps if conditional and not a.no_refine else 0,
-        "position_steps": a.position_steps if conditional and not a.no_refine else 0,
-        "restart_above": a.restart_above if conditional and not a.no_refine and not a.no_restart else None,
-        "exact_fit_steps": a.exact_fit_steps if conditional and not a.no_refine else 0,
-        "element_refit_above": (a.element_refit_above if conditional and not a.no_refine and not a.no_element_refit
-                                else None),
-        "cell_from": a.cell_from if conditional else None,
+        "reading": a.reading if conditional else None,
         "prior": (f"{a.prior} (temperature {a.temperature})" if mode == "random" and conditional else None),
         "weights": str(a.weights), "note": "properties are CGCNN predictions, not DFT",
     }
@@ -170,65 +172,12 @@ def run_generate(a) -> dict:
     return summary
 
 
-def add_reading_options(p, generation: bool = False) -> None:
-    """How decoded maps are read into crystals: the options `icsg generate` and `icsg reconstruct` share.
-    ``generation``: the restart, the exact fit and the element refit are off by default (measured on
-    reconstruction only, where the latent vector is a crystal's own code)."""
-    base = ConsistencyConfig()
-    restart = None if generation else base.restart_above
-    refit = None if generation else base.element_refit_above
-    exact = 0 if generation else base.exact_fit_steps
-    p.add_argument("--soft-steps", type=int, default=60, metavar="N",
-                   help="before the refinement's discrete search, N Adam steps of the soft fit through the encoder "
-                        "(icsg.generation.soft_fit; default 60; 0 = off, faster)")
-    p.add_argument("--position-steps", type=int, default=base.position_steps, metavar="N",
-                   help="after the discrete search, N Adam steps fitting the sites' positions alone through the "
-                        "encoder, then the search again from there (icsg.generation.soft_fit.position_fit; "
-                        f"default {base.position_steps}; 0 = off, faster)")
-    p.add_argument("--restart-above", type=float, default=restart, metavar="D",
-                   help="read every crystal still farther than D from its code after the refinement (mean squared "
-                        "latent distance) a second time from the segmentation, positions fitted first, and keep the "
-                        "nearer reading (default " + ("off" if restart is None else f"{restart}")
-                        + f"; {base.restart_above} in reconstruction; up to twice the cost)")
-    p.add_argument("--no-restart", action="store_true", help="skip that second reading (faster)")
-    p.add_argument("--exact-fit-steps", type=int, default=exact, metavar="N",
-                   help="at the end, N Adam steps fitting positions and cell lengths together through the encoder; a "
-                        f"crystal then closer than {base.exact_below} to its code keeps the fitted cell, any other "
-                        f"keeps the cell it was read with (default {exact}; {base.exact_fit_steps} in reconstruction; "
-                        "0 = off)")
-    p.add_argument("--element-refit-above", type=float, default=refit, metavar="D",
-                   help="after the exact fit, try every crystal still at least D from its code with one site's element "
-                        "changed (neighbours in Z and the likeliest classes), the nearest candidates fitted, and keep "
-                        "the nearest where nearer (default " + ("off" if refit is None else f"{refit}")
-                        + f"; {base.element_refit_above} in reconstruction; needs --exact-fit-steps > 0)")
-    p.add_argument("--no-element-refit", action="store_true", help="skip the element refit (faster)")
-    p.add_argument("--element-refit-width", type=int, default=base.element_refit_width, metavar="N",
-                   help="the element refit tries the N neighbours in Z on either side of each site's element (default "
-                        f"{base.element_refit_width}: N is two steps from F, past O; Ti three from Mn)")
-    p.add_argument("--element-refit-fits", type=int, default=base.element_refit_fits, metavar="N",
-                   help="the element refit fits each crystal's N candidates nearest its code at fixed geometry "
-                        f"(default {base.element_refit_fits}; each fit costs {base.element_refit_steps} encoder steps)")
-    p.add_argument("--element-refit-rounds", type=int, default=base.element_refit_rounds, metavar="N",
-                   help="repeat the element refit up to N times from the crystals it improved that still do not "
-                        f"reproduce their code (default {base.element_refit_rounds}; 1 = one change per crystal)")
-    p.add_argument("--no-site-refit", action="store_true",
-                   help="the element refit changes elements only: no candidates with one site removed or two close "
-                        "sites merged (faster)")
-    p.add_argument("--cell-from", choices=("latent", "coords"), default="latent",
-                   help="cell lengths from the latent vector by the readout beside the VAE weights (latent, default; "
-                        "vae_cell.npz) or from the decoded coordinate channels (coords, the paper)")
-
-
-def reading_config(a) -> ConsistencyConfig | None:
-    """The refinement the reading options ask for (None with --no-refine)."""
-    if a.no_refine:
-        return None
-    return ConsistencyConfig(soft_steps=a.soft_steps, position_steps=a.position_steps,
-                             restart_above=None if a.no_restart else a.restart_above,
-                             exact_fit_steps=a.exact_fit_steps,
-                             element_refit_above=None if a.no_element_refit else a.element_refit_above,
-                             element_refit_width=a.element_refit_width, element_refit_fits=a.element_refit_fits,
-                             element_refit_rounds=a.element_refit_rounds, site_refit=not a.no_site_refit)
+def add_reading_options(p) -> None:
+    """How decoded maps are read into crystals: the option `icsg generate` and `icsg reconstruct` share."""
+    p.add_argument("--reading", choices=("fast", "exact"), default="fast",
+                   help="fast (default): the composition and cell the code's readout heads give, put on the sites "
+                        "of the segmented map; exact: the per-crystal search through the encoder (icsg.generation."
+                        "consistency; tens of seconds per crystal)")
 
 
 def register_cli(sub) -> None:
@@ -251,22 +200,15 @@ def register_cli(sub) -> None:
     p.add_argument("--method", choices=["linear", "slerp"], default="linear")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch", type=int, default=32)
-    p.add_argument("--workers", type=int, default=1, help="segmentation worker processes")
-    p.add_argument("--species", choices=("fit", "unet"), default="fit",
-                   help="site species from the density profile (fit, default) or the UNet's vote (unet, paper)")
-    p.add_argument("--tta", type=int, default=TTA_ROTATIONS, metavar="N",
-                   help=f"average the UNet over N of the 24 exact cube rotations (1 = off; default {TTA_ROTATIONS}: "
-                        "fewer missed sites, N times the UNet's cost)")
-    p.add_argument("--no-refine", action="store_true",
-                   help="keep the segmentation's reading of each map instead of the crystal whose code is closest to "
-                        "the map's latent vector (icsg.generation.consistency; several times faster, less accurate)")
-    add_reading_options(p, generation=True)  # restart, exact fit, element refit: unmeasured on generated codes
-    p.add_argument("--prior", choices=("fitted", "standard"), default="fitted",
-                   help="random mode: z from the Gaussian fitted to the codes of the training crystals of the requested "
-                        "bin (fitted, default; weights/vae_prior.npz) or N(0, I) (standard, paper)")
+    p.add_argument("--batch", type=int, default=16, help="maps per decoder and UNet batch (16 keeps the peak memory under 2 GB)")
+    p.add_argument("--workers", type=int, default=1, help="reading worker processes")
+    add_reading_options(p)
+    p.add_argument("--prior", choices=("flow", "fitted", "standard"), default="flow",
+                   help="random mode: codes from the flow-matching model of the training codes (flow, default; "
+                        "weights/flow_prior.*), the Gaussian fitted to the codes of the requested bin (fitted; "
+                        "weights/vae_prior.npz) or N(0, I) (standard, paper)")
     p.add_argument("--temperature", type=float, default=1.0,
-                   help="random mode, fitted prior: scale of its spread (default 1)")
+                   help="random mode: scale of the prior's noise (default 1)")
     p.add_argument("--weights", default=str(WEIGHTS_DIR))
     p.add_argument("--data", default=None, help="CSV to look base ids up in")
     p.add_argument("--train", default=None, help="training CSV for the novelty filter (default: the VAE's)")

@@ -14,7 +14,7 @@ Measured (shipped weights): on 64 perov_5 training crystals (decoded maps, true 
 codes chose better than comparing maps (the candidate's decoded map against the decoded map): match
 0.47 vs 0.30, at a third of the cost (encoder only). On 200 validation crystals through the whole
 pipeline, cell read from the code (``icsg.generation.latent_cell``): match 0.025 -> 0.18, |Δn| 0.80 ->
-0.47, species 0.58 -> 0.63, ~7 s per crystal (session-8 search, no soft fit: results/reconstruction_no_soft.json;
+0.47, species 0.58 -> 0.63, ~7 s per crystal (without the soft fit: results/reconstruction_no_soft.json;
 ``--no-refine`` and ``icsg reconstruct --no-refine`` skip it). In reconstruction the score is exact
 (z is the input crystal's own code), yet in all 52 misses of 64 further validation crystals the input
 crystal lay closer to z than the search's answer (median code distance 0.0003 vs 0.021): what is
@@ -55,7 +55,7 @@ class ConsistencyConfig:
         soft_steps, soft_top_k: Adam steps of the soft fit that precedes the search
             (``icsg.generation.soft_fit``; 0 = none) and the elements each site's softmax spans. On 200
             perov_5 validation crystals 60 steps raised the match rate from 0.18 to 0.20 and the species
-            accuracy from 0.63 to 0.68 at ~1.2-2× the cost (session-8 search: results/reconstruction_session8.json
+            accuracy from 0.63 to 0.68 at ~1.2-2× the cost (an earlier record
             and reconstruction_no_soft.json).
         group_moves: also try every site of one element changed at once (three O read as F) and the
             elements of two sites swapped, in every pass.
@@ -84,12 +84,12 @@ class ConsistencyConfig:
             kept, so the distance never rises (None = off; ``icsg.generation.pipeline.restarted``). Why: the soft
             fit sometimes walks away from a segmentation that was right (in a dev look, a segmentation with all
             five elements right came back with three wrong). On 64 perov_5 validation crystals (200-263,
-            session-14 VAE) the first reading matched 33; with the second kept where nearer, for thresholds from
+            earlier VAE) the first reading matched 33; with the second kept where nearer, for thresholds from
             1e-4 to 5e-4 it matched 37 (|Δn| 0.172 -> 0.156), restarting 21 crystals at 5e-4 and 36 at 1e-4; at
             1e-3, 35. Matched first readings ended at most 4.6e-4 from their codes. The second reading alone
             matched 18, so it does not replace the first. Measured by the dev script that became
-            ``benchmarks/restart.py`` (numbers in the session-15 note). On the first 200 validation crystals
-            (``benchmarks/reconstruction.py --limit 200``, session-15 VAE, column *no restart*): match 0.485 ->
+            ``benchmarks/restart.py`` . On the first 200 validation crystals
+            (``benchmarks/reconstruction.py --limit 200``, earlier VAE, column *no restart*): match 0.485 ->
             0.505, |Δn| 0.245 -> 0.190, site EMD 0.085 -> 0.079 Å, 87 crystals restarted, 17.0 s per crystal.
         exact_fit_steps, exact_fit_cell_lr, exact_below: at the very end, positions and cell lengths are
             fitted together through the encoder (``exact_fit_steps`` Adam steps, positions at ``position_lr_A``
@@ -99,11 +99,11 @@ class ConsistencyConfig:
             other gets the cell it was read with back (fractional coordinates kept), where it is nearer than
             before. Why: in reconstruction the latent vector is the input crystal's own code, and the cell read
             from it is ~0.014 Å off, which alone costs up to 9e-4 of code distance on the true crystal. In a dev
-            look at 32 perov_5 validation crystals (200-231, session-15 models), 100 steps at 1e-3 took every one
+            look at 32 perov_5 validation crystals (200-231, earlier models), 100 steps at 1e-3 took every one
             of the 16 matched readings to 1e-9...1e-8 with the cell error 0.000 Å, while the 16 misses stayed
             at 1.5e-5 or more, their fitted cells farther off (0.015 -> 0.048 Å on average): the distance after
             the fit tells a right reading from a wrong one, and the fitted cell is only right for right readings.
-            On the first 200 validation crystals (``benchmarks/reconstruction.py --limit 200``, session-16
+            On the first 200 validation crystals (``benchmarks/reconstruction.py --limit 200``, earlier
             models, element refit included, column *no exact fit*): match 0.52 -> 0.59, cell MAE 0.014 ->
             0.0075 Å, site EMD 0.078 -> 0.059 Å, species 0.872 -> 0.893, 16.8 -> 22.7 s per crystal; 104
             crystals reproduced their codes after the fit and 118 after the element refit, as many as matched.
@@ -120,7 +120,7 @@ class ConsistencyConfig:
             position fit (positions at fixed elements) can leave. In the dev look above, of the first 8 misses
             3 came back right (residuals 1e-6, 3e-6, 2e-5 after 50 steps), the true element's candidate ranked
             1st, 2nd and 4th at fixed geometry; starting the candidates from the fitted reading instead found
-            the same 3, a little farther (2e-6, 4e-6, 2e-4). Width 2 (the default since session 18) reaches N
+            the same 3, a little farther (2e-6, 4e-6, 2e-4). Width 2 (the former default) reaches N
             from F, two steps away past O: in the same dev look it fixed 6 of 8 misses checked against 2 with
             width 1. Reconstruction only: generation passes None, as for ``restart_above``.
         element_refit_rounds, site_refit, site_merge_within_A: the refit is repeated up to
@@ -132,7 +132,7 @@ class ConsistencyConfig:
             ``element_refit_width`` (``icsg.generation.pipeline.site_refit_candidates``). Why: the discrete search
             removes sites at fixed cell and positions only; a spurious site next to an image of a true one (an extra
             O at the cell edge) or a broad peak read as two sites (S as O beside F) needs the fit after the change.
-            In the dev look above (16 misses of crystals 200-231 after the search, session-15 models; runs/exp18),
+            In the dev look above (16 misses of crystals 200-231 after the search, earlier models; runs/exp18),
             width 2 with 3 rounds and site candidates put 11 of the 16 right (F read for N in five crystals, Hf for
             Ta, Ni for Co, Re for Os, Cd for Ag, Sn and Ir for Sb and Re in two rounds, an extra O removed), 8 min
             for the 16 on one core; and the S read as O beside F, once the merge was taken in the box rather than
@@ -140,15 +140,15 @@ class ConsistencyConfig:
             readings far from their codes (2e-2; the true crystal at the read cell is at 3e-4 and 9e-4, but one site
             lies 1.3 Å off and no single change at fixed geometry gets nearer), Mn read for Ti (three steps in Z),
             and Li, Be, B read for N (1.5e-2 -> 2e-3 in three rounds). On the first 200 validation crystals
-            (``benchmarks/reconstruction.py --limit 200``, session-16 models; record reconstruction_session17 for
+            (``benchmarks/reconstruction.py --limit 200``, earlier models; an earlier record for
             width 1, one round, no site candidates): match 0.59 -> 0.86, cell MAE 0.0075 -> 0.0040 Å, site EMD 0.059
             -> 0.034 Å, |Δn| 0.180 -> 0.085, species 0.893 -> 0.951, 22.7 -> 24.0 s per crystal; 81 of the 96
-            crystals tried changed, 172 reproduced their codes, as many as matched. Since session 19 width 3, 5
+            crystals tried changed, 172 reproduced their codes, as many as matched. Then width 3, 5
             rounds and 6 fits (from 2, 3 and 4): in the dev look (runs/exp18) the first two put the last three right
             (Mn for Ti, Li/Be/B for N, and the S read as F beside Na, its summed Z 20 overshooting 16) but pushed Re
             for Os out of the 4 fitted (13 of 16); 6 fits keep it: 14 of 16, 275 s for the 16 on two cores. The
             merged site's element now also ranges from the larger of the pair's Z to their sum. On the same 200
-            crystals (record reconstruction_session18 for session 18's settings): match 0.86 -> 0.915, cell MAE
+            crystals (an earlier record): match 0.86 -> 0.915, cell MAE
             0.0040 -> 0.0026 Å, site EMD 0.034 -> 0.023 Å, |Δn| 0.085 -> 0.065, species 0.951 -> 0.969, 24.0 -> 24.6
             s per crystal; 90 of 96 tried changed, 183 reproduced their codes, as many as matched.
     """

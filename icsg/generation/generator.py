@@ -3,10 +3,8 @@
 Every sampling mode returns a ``pandas.DataFrame``, one row per latent vector:
 ``structure`` (pymatgen Structure or None), ``formula``, cell lengths (Å), ``n_sites``,
 ``valid`` (all distances > 0.5 Å), ``charge_neutral``, the predicted properties,
-``condition`` (bin index, or a float for interpolated conditions), ``z`` (latent
-vector), ``failure`` (why no structure came out) and ``latent_residual`` (mean squared
-distance between the crystal's own code and z after the round-trip refinement: small means the
-encoder maps the crystal back to where it was drawn; NaN with ``refine=False``).
+``condition`` (bin index, or a float for interpolated conditions), ``z`` (the code) and
+``failure`` (why no structure came out).
 ``apply_filters`` adds the paper's Table 2 filter flags and counts.
 """
 
@@ -27,66 +25,49 @@ from icsg.data.filters import FilterConfig, standardise
 from icsg.errors import SourceError
 from icsg.generation import filters as F
 from icsg.generation.consistency import ConsistencyConfig
-from icsg.generation.pipeline import (batch_to_sites, decode_latents, refined, segmentation_for,
-                                      structures_from_sites)
-from icsg.generation.latent_cell import CELL_FROM, cell_readout
 from icsg.generation.latent_prior import PRIOR_FILE, PRIORS, load_latent_prior
+from icsg.generation.reading import READINGS
 from icsg.generation.sampling import interpolate, sample_around, sample_prior
-from icsg.grid import GridSpec
-from icsg.pretrained import WEIGHTS_DIR, load_unet, load_vae
-from icsg.representation.augment import TTA_ROTATIONS
-from icsg.representation.density import encode
+from icsg.pretrained import WEIGHTS_DIR
 
 
 class Generator:
     """Args:
-        weights_dir: folder with unet.*, vae.* and cgcnn_*.* (default: the shipped weights/).
-        vae, unet: run folders overriding the weights folder for those models.
+        weights_dir: folder with vae.*, readout.*, unet.* and cgcnn_*.* (default: the shipped weights/).
         predict: annotate crystals with the CGCNN properties.
         seed: seeds every sampling call in turn.
         batch_size: maps per decoder/UNet batch.
-        workers: segmentation worker processes.
-        species_from: 'fit' (species from the density profile) or 'unet' (UNet vote);
-            see ``icsg.generation.pipeline.segmentation_for``.
-        rotations: exact cube rotations the UNet's output is averaged over (1-24; see
-            ``icsg.generation.pipeline.segment_maps``).
-        prior: where ``sample`` draws z: 'fitted' (default), the Gaussian fitted to the posterior
-            means of the training crystals of the requested property bin, stored beside the VAE
-            weights (vae_prior.npz, ``icsg.generation.latent_prior``), or 'standard', the paper's N(0, I).
-        temperature: scales the spread of the fitted prior (1 = as fitted).
-        refine: read each decoded map as the crystal whose code is closest to the map's latent vector
-            (``icsg.generation.consistency``; default on, a ``ConsistencyConfig`` to tune it, e.g.
-            ``ConsistencyConfig(soft_steps=60)`` for the soft fit first, False for the segmentation alone,
-            several times faster). ``True`` leaves out the restart from the segmentation, the exact fit and the
-            element refit (``ConsistencyConfig.restart_above``, ``exact_fit_steps``, ``element_refit_above``),
-            which are measured on reconstruction only; pass a ``ConsistencyConfig`` to have them.
-        cell_from: 'latent' (default): cell lengths from the latent vector by the ridge readout stored beside
-            the VAE weights (vae_cell.npz, ``icsg.generation.latent_cell``); 'coords': from the decoded
-            coordinate channels, as in the paper.
+        workers: processes for the per-crystal reading.
+        reading: 'fast' (default: the readout heads' composition on the segmented sites) or 'exact' (the
+            per-crystal search through the encoder, tens of seconds per crystal); ``icsg.generation.codec``.
+        exact: settings of the exact reading (a ``ConsistencyConfig``; default: its defaults).
+        prior: where ``sample`` draws codes: 'flow' (default), the conditional flow-matching model of the
+            training codes (``flow_prior.*`` beside the weights, ``icsg.generation.flow_prior``); 'fitted', the
+            Gaussian fitted to the codes of the requested property bin (``vae_prior.npz``,
+            ``icsg.generation.latent_prior``); or 'standard', the paper's N(0, I).
+        temperature: scales the spread of the prior's noise (1 = as fitted).
     """
 
-    def __init__(self, weights_dir: str | os.PathLike = WEIGHTS_DIR, vae=None, unet=None, predict: bool = True,
-                 seed: int = 0, batch_size: int = 32, workers: int = 1, species_from: str = "fit",
-                 rotations: int = TTA_ROTATIONS, prior: str = "fitted", temperature: float = 1.0,
-                 refine: bool | ConsistencyConfig = True, cell_from: str = "latent"):
+    def __init__(self, weights_dir: str | os.PathLike = WEIGHTS_DIR, predict: bool = True, seed: int = 0,
+                 batch_size: int = 16, workers: int = 1, reading: str = "fast", exact: ConsistencyConfig | None = None,
+                 prior: str = "flow", temperature: float = 1.0):
+        from icsg.generation.codec import DensityCodec
+
         if prior not in PRIORS:
             raise ValueError(f"prior must be one of {PRIORS}, got {prior!r}")
-        if cell_from not in CELL_FROM:
-            raise ValueError(f"cell_from must be one of {CELL_FROM}, got {cell_from!r}")
-        self.unet, self.unet_meta = load_unet(unet or weights_dir)
-        self.vae, self.vae_meta = load_vae(vae or weights_dir)
-        self.spec = GridSpec.from_dict(self.vae_meta["grid"])
+        if reading not in READINGS:
+            raise ValueError(f"reading must be one of {READINGS}, got {reading!r}")
+        self.codec = DensityCodec(weights_dir, batch_size=batch_size, workers=workers)
+        self.vae, self.vae_meta = self.codec.vae, self.codec.vae_meta
+        self.unet, self.unet_meta = self.codec.unet, self.codec.unet_meta
+        self.spec = self.codec.spec
         self.cond = self.vae_meta["condition"]
         self.n_bins = int(self.cond["n_bins"])
-        self.latent_dim = int(self.vae_meta["config"]["latent_dim"])
+        self.latent_dim = self.codec.code_dim
         self.rng = np.random.default_rng(seed)
-        self.batch_size, self.workers, self.rotations = batch_size, workers, rotations
-        self.segmentation = segmentation_for(self.unet_meta["elements_Z"], species_from)
+        self.batch_size, self.reading, self.exact = batch_size, reading, exact
         self.prior_name, self.temperature = prior, float(temperature)
-        self.consistency = (ConsistencyConfig(restart_above=None, exact_fit_steps=0, element_refit_above=None)
-                            if refine is True else (refine or None))
-        self._prior_path = Path(vae or weights_dir) / PRIOR_FILE
-        self.cell_from, self._vae_dir = cell_from, Path(vae or weights_dir)
+        self._prior_path = Path(weights_dir) / PRIOR_FILE
         self.predictor = None
         if predict:
             from icsg.predict import PropertyPredictor
@@ -97,12 +78,11 @@ class Generator:
     def latent_prior(self):
         """The fitted prior of random sampling (None for 'standard'); read on first use, so the other
         modes work with weights that have none."""
-        return load_latent_prior(self._prior_path, self.latent_dim) if self.prior_name == "fitted" else None
+        if self.prior_name == "flow":
+            from icsg.generation.flow_prior import load_flow_prior
 
-    @cached_property
-    def latent_cell(self):
-        """The cell readout of decoding (None for cell_from='coords'); read on first decode."""
-        return cell_readout(self._vae_dir, self.cell_from, self.vae_meta)
+            return load_flow_prior(self._prior_path.parent, self.latent_dim)
+        return load_latent_prior(self._prior_path, self.latent_dim) if self.prior_name == "fitted" else None
 
     # --- conditions ----------------------------------------------------------------
     @property
@@ -133,14 +113,11 @@ class Generator:
 
     # --- encoding --------------------------------------------------------------------
     def encode(self, structure: Structure, condition: int | None = None, item: str = "base") -> tuple[np.ndarray, int]:
-        """Posterior mean μ of a crystal and the condition used (its predicted property bin by default)."""
+        """Code (posterior means of the VAE and the readout encoder) of a crystal and the condition used (its predicted property bin by default)."""
         s = standardise(structure, item, FilterConfig())
-        e = encode(s, self.spec, item=item)
-        x = np.concatenate([e.density[..., None], e.coords], -1)[None].astype(np.float32)
         if condition is None:
             condition = self._predicted_bin(s)
-        mu, _ = self.vae.encoder.predict([x, self._onehot(condition, 1)], verbose=0)
-        return np.asarray(mu)[0], condition
+        return self.codec.encode([s], self._onehot(condition, 1), [item])[0], condition
 
     def _predicted_bin(self, s: Structure) -> int:
         if self.predictor is None or self.condition_property not in self.predictor.models:
@@ -155,7 +132,9 @@ class Generator:
         _check_n(n)
         k = self.bin_of(target) if target is not None else (self.n_bins // 2 if condition is None else condition)
         cond = self._onehot(k, n)  # checks the bin first
-        if self.latent_prior is not None:
+        if self.prior_name == "flow" and target is not None:  # the flow follows the value, not only its bin
+            z = self.latent_prior.sample(n, self.rng, self.temperature, value=target)
+        elif self.latent_prior is not None:
             z = self.latent_prior.sample(n, self.rng, self.temperature, condition=k)
         else:
             z = sample_prior(n, self.latent_dim, self.rng)
@@ -177,26 +156,14 @@ class Generator:
 
     # --- decoding ----------------------------------------------------------------------------
     def decode(self, z: np.ndarray, cond: np.ndarray, labels: list) -> pd.DataFrame:
+        """Codes (B, code_dim) under one-hot conditions -> the results table (``results_table``)."""
         t0 = time.perf_counter()
-        from tqdm.auto import tqdm
-
-        rows, densities, residuals = [], [], []
-        # a bar on terminals (disable=None): with the refinement a crystal takes seconds
-        for i in tqdm(range(0, len(z), self.batch_size), desc="decoding", unit="batch", disable=None):
-            zb, cb = z[i:i + self.batch_size], cond[i:i + self.batch_size]
-            b = decode_latents(self.vae, self.unet, zb, cb, self.unet_meta["elements_Z"], self.batch_size,
-                               self.rotations, self.unet_meta.get("class_weights"), self.latent_cell)
-            densities.append(b.density[:, :, :, self.spec.size // 2].copy())
-            items = batch_to_sites(b, self.spec, self.segmentation, workers=self.workers)
-            items = refined(self.vae, items, b, zb, cb, self.spec, self.segmentation, self.consistency)
-            residuals += [s.residual if s is not None else np.nan for s, _ in items]
-            rows += structures_from_sites(items, self.spec, self.segmentation)
-        df = results_table(rows, z, labels, self.predictor)
-        # mean squared distance between each crystal's code and its latent vector (NaN without refinement)
-        df["latent_residual"] = residuals
+        out = self.codec.decode(np.asarray(z, np.float32), np.asarray(cond, np.float32), self.reading, self.exact,
+                                progress=True)
+        df = results_table(list(zip(out.structures, out.reasons)), z, labels, self.predictor)
         # decoded density mid-slices (z = n/2) of the last call, for plots; kept off the frame so
         # pandas can concatenate frames
-        self.last_density_slices = np.concatenate(densities) if densities else np.zeros((0,))
+        self.last_density_slices = out.slices
         df.attrs["seconds"] = time.perf_counter() - t0
         return df
 

@@ -28,7 +28,7 @@ import numpy as np
 from icsg.errors import WeightsError
 
 PRIOR_FILE = "vae_prior.npz"
-PRIORS = ("fitted", "standard")
+PRIORS = ("flow", "fitted", "standard")
 
 
 @dataclass(frozen=True)
@@ -93,12 +93,13 @@ class Codes(NamedTuple):
     bins: np.ndarray    # (N,) property bin of each map
     onehot: np.ndarray  # (N, K) the condition each map was encoded under
     abc_A: np.ndarray   # (N, 3) cell lengths in Å
+    values: np.ndarray  # (N,) the conditioning property (NaN where unknown)
 
 
 def posterior_means(vae, vae_meta: dict, data_dir: str | os.PathLike, n_maps: int = 8192, seed: int = 0,
                     batch_size: int = 32, split: str = "train") -> Codes:
     """Posterior means of up to ``n_maps`` maps of one split of a prepared dataset, each under its own bin,
-    with the bins, conditions and cell lengths."""
+    with the bins, conditions and cell lengths. ``vae``: the VAE (its z_map) or a ``DensityCodec`` (whole codes)."""
     from icsg.data.dataset import condition_onehot, load_arrays
     from icsg.grid import GridSpec
     from icsg.representation.density import vae_input
@@ -115,9 +116,14 @@ def posterior_means(vae, vae_meta: dict, data_dir: str | os.PathLike, n_maps: in
     for i in range(0, len(pick), batch_size):
         idx = pick[i:i + batch_size]
         x = vae_input(arrays["density"][idx], arrays["abc_A"][idx], grid)
-        mu, _ = vae.encoder.predict([x, onehot[i:i + batch_size]], verbose=0)
-        out.append(np.asarray(mu))
-    return Codes(np.concatenate(out), onehot.argmax(1).astype(int), onehot, np.asarray(arrays["abc_A"][pick]))
+        if hasattr(vae, "encode_maps"):  # a DensityCodec: the whole code [z_map, z_read]
+            out.append(vae.encode_maps(x, onehot[i:i + batch_size], arrays["site_Z"][idx], arrays["site_frac"][idx],
+                                       arrays["abc_A"][idx]))
+        else:
+            mu, _ = vae.encoder.predict([x, onehot[i:i + batch_size]], verbose=0)
+            out.append(np.asarray(mu))
+    return Codes(np.concatenate(out), onehot.argmax(1).astype(int), onehot, np.asarray(arrays["abc_A"][pick]),
+                 np.asarray(arrays["prop"][pick], dtype=np.float64))
 
 
 def save_latent_prior(prior: LatentPrior, path: str | os.PathLike) -> None:
@@ -146,64 +152,70 @@ def load_latent_prior(path: str | os.PathLike, latent_dim: int | None = None) ->
     return LatentPrior(mean, chol, counts, n_maps, source)
 
 
-def write_prior_for(vae, meta: dict, weights_dir: str | os.PathLike, data_dir: str | os.PathLike,
-                    n_maps: int = 8192, seed: int = 0) -> LatentPrior:
-    """Fit the per-bin prior of ``vae`` on ``data_dir``, write WEIGHTS/vae_prior.npz and record it in ``meta``
-    (the caller writes ``meta`` to vae.json, so the description names the prior that belongs to it).
-    The cell readout (``icsg.generation.latent_cell``) is fitted on the same codes and written beside it,
-    with its error on the dataset's validation maps when it has some."""
+def write_code_prior(codec, weights_dir: str | os.PathLike, data_dir: str | os.PathLike, n_maps: int = 8192,
+                     seed: int = 0) -> tuple[LatentPrior, dict, Codes]:
+    """The per-bin prior over whole codes [z_map, z_read] of a ``DensityCodec`` -> WEIGHTS/vae_prior.npz,
+    and the cell readout of the exact reading (z_map only) -> WEIGHTS/vae_cell.npz; returns the prior and
+    a description of both for the model card, with the codes they were fitted to."""
     from icsg.generation.latent_cell import CELL_FILE, fit_latent_cell, save_latent_cell
     from icsg.pretrained import sha256
 
-    codes = posterior_means(vae, meta, data_dir, n_maps, seed)
-    prior = fit_latent_prior(codes.mu, codes.bins, int(meta["condition"]["n_bins"]), source=str(data_dir))
+    codes = posterior_means(codec, codec.vae_meta, data_dir, n_maps, seed)
+    prior = fit_latent_prior(codes.mu, codes.bins, int(codec.condition["n_bins"]), source=str(data_dir))
     out = Path(weights_dir) / PRIOR_FILE
     save_latent_prior(prior, out)
     cov_diag = np.sum(prior.chol**2, axis=2)
-    meta["latent_prior"] = {"file": PRIOR_FILE, "sha256": sha256(out), "maps": prior.n_maps, "data": str(data_dir),
-                            "seed": seed, "per_bin": prior.counts.tolist(),
-                            "mean_std": float(np.mean(np.sqrt(cov_diag)))}
-    cell = fit_latent_cell(codes.mu, codes.onehot, codes.abc_A, source=str(data_dir))
-    out = Path(weights_dir) / CELL_FILE
-    save_latent_cell(cell, out)
-    meta["latent_cell"] = {"file": CELL_FILE, "sha256": sha256(out), "maps": cell.n_maps, "data": str(data_dir),
+    info = {"latent_prior": {"file": PRIOR_FILE, "sha256": sha256(out), "maps": prior.n_maps, "data": str(data_dir),
+                             "seed": seed, "per_bin": prior.counts.tolist(), "dim": int(codes.mu.shape[1]),
+                             "mean_std": float(np.mean(np.sqrt(cov_diag)))}}
+    z_map = codes.mu[:, :codec.map_dim]
+    cell = fit_latent_cell(z_map, codes.onehot, codes.abc_A, source=str(data_dir))
+    save_latent_cell(cell, Path(weights_dir) / CELL_FILE)
+    info["latent_cell"] = {"file": CELL_FILE, "sha256": sha256(Path(weights_dir) / CELL_FILE), "maps": cell.n_maps,
                            "alpha": cell.alpha,
-                           "train_mae_A": float(np.mean(np.abs(cell.predict(codes.mu, codes.onehot) - codes.abc_A)))}
-    try:
-        val = posterior_means(vae, meta, data_dir, n_maps, seed, split="val")
-        meta["latent_cell"].update(val_maps=len(val.mu),
-                                   val_mae_A=float(np.mean(np.abs(cell.predict(val.mu, val.onehot) - val.abc_A))))
-    except ValueError:  # no validation split
-        pass
-    return prior
+                           "train_mae_A": float(np.mean(np.abs(cell.predict(z_map, codes.onehot) - codes.abc_A)))}
+    return prior, info, codes
 
 
 def cmd_fit_latent_prior(a) -> int:
+    from icsg.generation.codec import DensityCodec
     from icsg.io import atomic_write_json
-    from icsg.pretrained import WEIGHTS_DIR, load_vae
+    from icsg.pretrained import WEIGHTS_DIR
 
     weights = Path(a.weights or WEIGHTS_DIR)
-    vae, meta = load_vae(weights)
-    prior = write_prior_for(vae, meta, weights, a.data, a.maps, a.seed)
-    if (weights / "vae.json").exists():  # a weights folder; a training run keeps its model.json as it is
-        atomic_write_json(weights / "vae.json", meta)
-    cell = meta["latent_cell"]
-    print(f"latent prior from {prior.n_maps} maps (per-dimension std {meta['latent_prior']['mean_std']:.3f}) "
-          f"-> {weights / PRIOR_FILE}; cell readout (MAE {cell['train_mae_A']:.3f} Å on those maps, "
-          f"{cell.get('val_mae_A', float('nan')):.3f} Å on validation maps) -> {weights / cell['file']}")
+    codec = DensityCodec(weights)
+    prior, info, codes = write_code_prior(codec, weights, a.data, a.maps, a.seed)
+    if a.flow_steps > 0:
+        import time
+
+        from icsg.generation.flow_prior import FlowPriorConfig, save_flow_prior, train_flow_prior
+
+        t0 = time.perf_counter()
+        cfg = FlowPriorConfig(dim=codec.code_dim, n_bins=int(codec.condition["n_bins"]), steps=a.flow_steps)
+        flow, fit = train_flow_prior(codes.mu, codes.bins, codes.values, codec.condition["edges"], cfg, a.seed)
+        save_flow_prior(flow, weights, {"data": str(a.data), "maps": int(len(codes.mu)), "seed": a.seed,
+                                        "train_seconds": time.perf_counter() - t0, **fit})
+        print(f"flow prior ({a.flow_steps} steps, final loss {fit['final_loss']:.3f}) -> {weights / 'flow_prior.pt'}")
+    meta = dict(codec.readout_meta, **info)
+    if (weights / "readout.json").exists():  # a weights folder; a training run keeps its model.json as it is
+        atomic_write_json(weights / "readout.json", meta)
+    print(f"code prior from {prior.n_maps} maps ({info['latent_prior']['dim']} dimensions, per-dimension std "
+          f"{info['latent_prior']['mean_std']:.3f}) -> {weights / PRIOR_FILE}; cell readout of the exact reading "
+          f"(MAE {info['latent_cell']['train_mae_A']:.4f} Å on those maps) -> {weights / info['latent_cell']['file']}")
     return 0
 
 
 def register_cli(sub) -> None:
-    p = sub.add_parser("fit-latent-prior", help="fit the Gaussians that random generation samples z from, and "
-                                                "the cell readout of decoding",
-                       description="Encode training maps of a prepared dataset with the VAE, fit N(mean, Σ) "
-                                   "(Ledoit-Wolf) to the posterior means of each property bin and write "
-                                   "WEIGHTS/vae_prior.npz (`icsg generate` samples from it unless --prior standard), "
-                                   "and fit the ridge readout of cell lengths from the codes to WEIGHTS/vae_cell.npz "
-                                   "(decoding reads the cell from it unless --cell-from coords).")
+    p = sub.add_parser("fit-latent-prior", help="fit the Gaussians that random generation samples codes from",
+                       description="Encode training maps of a prepared dataset with the VAE and the readout encoder, "
+                                   "fit N(mean, Σ) (Ledoit-Wolf) to the codes [z_map, z_read] of each property bin and "
+                                   "write WEIGHTS/vae_prior.npz (`icsg generate` samples from it unless --prior "
+                                   "standard), and the ridge cell readout of the exact reading to WEIGHTS/vae_cell.npz.")
     p.add_argument("data", help="prepared dataset (icsg prepare) the VAE was trained on")
-    p.add_argument("--weights", default=None, help="folder with vae.* (default: the shipped weights/)")
+    p.add_argument("--weights", default=None, help="folder with vae.*, readout.*, unet.* (default: the shipped weights/)")
     p.add_argument("--maps", type=int, default=8192, help="training maps to encode (default 8192, ~4 min)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--flow-steps", type=int, default=6000,
+                   help="also train the flow-matching prior (icsg.generation.flow_prior) for this many steps on the "
+                        "same codes, into WEIGHTS/flow_prior.* (default 6000, a few minutes; 0 = skip)")
     p.set_defaults(func=cmd_fit_latent_prior)

@@ -15,7 +15,7 @@ The gradient runs through the Keras encoder on the torch or the tensorflow backe
 (``ConsistencyConfig.soft_steps = 60``; ``--soft-steps 0`` in ``icsg reconstruct`` and ``icsg generate``
 turns it off). On the first 200 perov_5 validation crystals: match 0.18 -> 0.20, species 0.63 -> 0.68,
 site EMD 0.244 -> 0.240 Å, |Δn| 0.47 -> 0.46, code distance left 0.032 -> 0.014, 9.0 s per crystal
-against 7.3 (session-8 search: results/reconstruction_session8.json and reconstruction_no_soft.json).
+against 7.3 (an earlier record and reconstruction_no_soft.json).
 
 ``position_fit`` is the same descent over the positions alone, elements and occupancies fixed: it runs after
 the discrete search (``ConsistencyConfig.position_steps``), whose element moves cannot reach the truth from

@@ -42,7 +42,7 @@ def train_unet(data_dir, out_dir, model_cfg: dict | None = None, cfg: TrainConfi
                init_weights=None, occupancy_weight: float = 1.0, resume_lr: float | None = None) -> dict:
     """UNet on whole maps (default) or random ``crop``^3 windows; validation always on whole maps.
 
-    Whole maps are the default since session 13: continued on whole 32^3 maps, the session-2 UNet (trained on
+    Whole maps are the default: continued on whole 32^3 maps, the earlier UNet (trained on
     16^3 windows, where a 3 Å window holds about one atom) went from validation loss 1.32 to 1.06 in its first
     epoch and to 0.47 in 40 (weights/MODEL_CARD.md, step 11), at no more cost per voxel.
     """
@@ -107,6 +107,38 @@ def train_vae(data_dir, out_dir, unet_location, vae_cfg: dict | None = None, cfg
                init_weights=init_weights, resume_lr=resume_lr)
 
 
+def train_readout(data_dir, out_dir, readout_cfg: dict | None = None, cfg: TrainConfig = TrainConfig(),
+                  resume: bool = False, limit: int | None = None, verbose: int = 2, init_weights=None,
+                  resume_lr: float | None = None) -> dict:
+    """Readout encoder + heads (``icsg.models.readout``) on a prepared dataset's site lists, cells and property
+    (no maps). The cell and property are standardised with the training split's statistics, stored in the config."""
+    import numpy as np
+
+    from icsg.models.readout import ReadoutConfig, build_readout
+
+    train = VoxelDataset(data_dir, "train", "readout", cfg.batch_size, augment=True, seed=cfg.seed, limit=limit)
+    val = VoxelDataset(data_dir, "val", "readout", cfg.batch_size, augment=False, shuffle=False, limit=cfg.val_limit)
+    man = train.arrays["manifest"]
+    prop = train.arrays["prop"][np.isfinite(train.arrays["prop"])]
+    stats = {"abc_mean_A": float(train.arrays["abc_A"].mean()), "abc_std_A": float(train.arrays["abc_A"].std() + 1e-6),
+             "property_mean": float(prop.mean()) if prop.size else 0.0,
+             "property_std": float(prop.std() + 1e-6) if prop.size else 1.0}
+    rcfg = ReadoutConfig(elements_Z=tuple(man["elements_Z"]), max_count=int(max(train.counts.max(), 1)),
+                         max_sites=int(train.arrays["site_Z"].shape[1]), **stats, **(readout_cfg or {}))
+    meta = {"kind": "readout", "config": rcfg.to_dict(), "grid": man["grid"], "condition": man["condition"],
+            "elements_Z": man["elements_Z"], "data": str(data_dir), "train": cfg.__dict__,
+            "n_train": train.n, "n_val": val.n}
+
+    def factory():
+        model = build_readout(rcfg)
+        model.compile(optimizer=keras.optimizers.Adam(cfg.lr))
+        return model
+
+    return fit(factory, train, val, out_dir, epochs=cfg.epochs, steps_per_epoch=cfg.steps_per_epoch,
+               resume=resume, patience=cfg.patience, meta=meta, seed=cfg.seed, verbose=verbose,
+               init_weights=init_weights, resume_lr=resume_lr)
+
+
 def register_cli(sub) -> None:
     def add_common(p):
         p.add_argument("data", help="dataset folder from 'icsg prepare'")
@@ -160,6 +192,19 @@ def register_cli(sub) -> None:
                         "K > 0 makes the light anions' low, broad peaks count (see icsg/models/vae.py)")
     p.set_defaults(func=_cmd_train_vae)
 
+    p = sub.add_parser("train-readout", help="train the readout encoder (composition, cell, property heads)",
+                       description="Train the readout part of the code (icsg/models/readout.py): a small variational "
+                                   "encoder of a crystal's sites and cell whose heads give each element's count, the "
+                                   "cell lengths and the property, so decoding does not have to guess them from the "
+                                   "density. Seconds per epoch on a CPU (no maps).")
+    add_common(p)
+    p.add_argument("--latent", type=int, default=32, help="size of the readout code (default 32)")
+    p.add_argument("--beta", type=float, default=1e-3, help="KL weight (default 1e-3)")
+    p.add_argument("--cell-weight", type=float, default=30.0, help="weight of the standardised cell MSE (default 30)")
+    p.add_argument("--position-weight", type=float, default=100.0,
+                   help="weight of the position head's squared error in Å² (default 100)")
+    p.set_defaults(func=_cmd_train_readout)
+
 
 def _train_cfg(a, default_lr: float) -> TrainConfig:
     return TrainConfig(epochs=a.epochs, batch_size=a.batch, lr=a.lr or default_lr,
@@ -184,6 +229,16 @@ def _cmd_train_vae(a) -> int:
     state = train_vae(a.data, a.out, a.unet, vcfg, _train_cfg(a, 1e-3), resume=a.resume, limit=a.limit,
                       verbose=0 if a.quiet else 2, init_weights=a.init_weights,
                       resume_lr=a.lr if a.resume else None)
+    print(f"best val_loss {state.get('best'):.4f} at epoch {state.get('best_epoch')}; weights in "
+          f"{Path(a.out) / 'best.weights.h5'}")
+    return 0
+
+
+def _cmd_train_readout(a) -> int:
+    rcfg = {"latent_dim": a.latent, "beta": a.beta, "cell_weight": a.cell_weight, "position_weight": a.position_weight}
+    state = train_readout(a.data, a.out, rcfg, _train_cfg(a, 1e-3), resume=a.resume, limit=a.limit,
+                          verbose=0 if a.quiet else 2, init_weights=a.init_weights,
+                          resume_lr=a.lr if a.resume else None)
     print(f"best val_loss {state.get('best'):.4f} at epoch {state.get('best_epoch')}; weights in "
           f"{Path(a.out) / 'best.weights.h5'}")
     return 0
