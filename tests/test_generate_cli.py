@@ -50,19 +50,23 @@ def test_generator_bad_arguments(generator):
         type(generator)(prior="uniform")
 
 
-def test_random_samples_come_from_the_fitted_prior(generator):
-    from icsg.generation.latent_prior import load_latent_prior
+def test_random_samples_come_from_the_shipped_priors(generator):
+    from icsg.generation.flow_prior import load_flow_prior
+    from icsg.generation.generator import Generator
     from icsg.pretrained import read_description, sha256
 
-    prior = generator.latent_prior
-    assert prior is not None and prior.mean.shape == (generator.n_bins, generator.latent_dim)
-    meta = read_description(WEIGHTS_DIR / "readout.json", "")
-    assert meta["latent_prior"]["sha256"] == sha256(WEIGHTS_DIR / "vae_prior.npz")  # the prior of these weights
+    flow = generator.latent_prior  # the default: the flow-matching prior of these weights
+    assert flow.cfg.dim == generator.latent_dim and flow.n_bins == generator.n_bins
+    assert read_description(WEIGHTS_DIR / "flow_prior.json", "")["sha256"] == sha256(WEIGHTS_DIR / "flow_prior.pt")
     rng_state = generator.rng.bit_generator.state
     z = np.stack(generator.sample(2, condition=5)["z"].to_list())
     generator.rng.bit_generator.state = rng_state
-    expect = load_latent_prior(WEIGHTS_DIR / "vae_prior.npz").sample(2, generator.rng, condition=5)
-    assert np.allclose(z, expect, atol=1e-6)
+    expect = load_flow_prior(WEIGHTS_DIR).sample(2, generator.rng, condition=5)
+    assert np.allclose(z, expect, atol=1e-5)
+    fitted = Generator(predict=False, prior="fitted").latent_prior
+    assert fitted.mean.shape == (generator.n_bins, generator.latent_dim)
+    meta = read_description(WEIGHTS_DIR / "readout.json", "")
+    assert meta["latent_prior"]["sha256"] == sha256(WEIGHTS_DIR / "vae_prior.npz")  # the prior of these weights
 
 
 def test_generate_cli_writes_outputs(generator, tmp_path):
@@ -75,7 +79,7 @@ def test_generate_cli_writes_outputs(generator, tmp_path):
     assert len(table) == 3 and "heat_ref" in table.columns
     assert len(list(out.glob("*.cif"))) == summary["cif_files"]
     assert (out / "density_slices.png").stat().st_size > 0
-    assert summary["prior"] == "fitted (temperature 1.0)"
+    assert summary["prior"] == "flow (temperature 1.0)"
     out2 = tmp_path / "gen_standard"
     assert main(["generate", "--n", "2", "--prior", "standard", "--out", str(out2), "--no-novelty"]) == 0
     summary = json.loads((out2 / "summary.json").read_text())
@@ -204,8 +208,10 @@ def test_weights_without_a_prior_still_encode_and_name_the_missing_file(generato
         (tmp_path / f).symlink_to(WEIGHTS_DIR / f)
     gen = Generator(tmp_path, predict=False, batch_size=2)
     assert len(gen.around(perovskite, 1, condition=3)) == 1
-    with pytest.raises(WeightsError, match="vae_prior.npz: latent prior missing"):
+    with pytest.raises(WeightsError, match="flow_prior.json: model description missing"):
         gen.sample(1, condition=3)
+    with pytest.raises(WeightsError, match="vae_prior.npz: latent prior missing"):
+        Generator(tmp_path, predict=False, prior="fitted").sample(1, condition=3)
     assert len(Generator(tmp_path, predict=False, prior="standard").sample(1, condition=3)) == 1
     (tmp_path / "readout.json").unlink()
     with pytest.raises(WeightsError, match="readout.json: model description missing"):
