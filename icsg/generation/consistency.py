@@ -10,20 +10,13 @@ the map has density the segmented sites leave unexplained, optionally a rescaled
 code is closest to z, by coordinate descent: every move is scored on the encoder in one batch, the
 best improving move per crystal is kept, and the distance never increases.
 
-Measured (shipped weights): on 64 perov_5 training crystals (decoded maps, true occupancy) comparing
-codes chose better than comparing maps (the candidate's decoded map against the decoded map): match
-0.47 vs 0.30, at a third of the cost (encoder only). On 200 validation crystals through the whole
-pipeline, cell read from the code (``icsg.generation.latent_cell``): match 0.025 -> 0.18, |Δn| 0.80 ->
-0.47, species 0.58 -> 0.63, ~7 s per crystal (without the soft fit: results/reconstruction_no_soft.json;
-``--no-refine`` and ``icsg reconstruct --no-refine`` skip it). In reconstruction the score is exact
-(z is the input crystal's own code), yet in all 52 misses of 64 further validation crystals the input
-crystal lay closer to z than the search's answer (median code distance 0.0003 vs 0.021): what is
-missing is search, not score. It is the positions the search misses, more than the elements: in all 23
-misses of those 64 crystals with the right number of sites, the true elements drawn at the search's own
-positions (0.1-0.5 Å from the true ones) were farther from z than the search's answer, so no element move
-can reach the truth from there. So after the search the positions alone are fitted through the encoder and the
-search runs again from the candidates at the new positions (``ConsistencyConfig.position_steps``,
-``icsg.generation.soft_fit.position_fit``, ``icsg.generation.pipeline.position_rounds``).
+This is the exact reading (``--reading exact``, ``icsg.generation.codec``): tens of seconds per crystal,
+opt-in beside the fast reading. In reconstruction the score is exact (z is the input crystal's own code), and
+its misses are misses of the search: the input crystal lies closer to z than the answer. The search moves
+elements and whole sites, while segmented positions are 0.1-0.5 Å off, so after it the positions alone are
+fitted through the encoder and the search runs again from there (``ConsistencyConfig.position_steps``,
+``icsg.generation.soft_fit.position_fit``, ``icsg.generation.pipeline.position_rounds``). Measured:
+``python benchmarks/reconstruction.py --limit 30 --reading exact`` (benchmarks/RESULTS.md).
 """
 
 from __future__ import annotations
@@ -47,110 +40,40 @@ class ConsistencyConfig:
         species_passes: passes of site moves per round (element changes; from the second round also sites
             removed or added); each pass keeps the best move per crystal.
         cell_span, cell_steps: isotropic cell scan over factors 1 ± cell_span, then a parabola through the
-            best three. Off by default (0): the cell read from the code (``icsg.generation.latent_cell``) is
-            off by ~0.025 Å, and on 64 perov_5 validation crystals the scan moved it to 0.091 Å for one more
-            match in 64 at 1.6× the cost (0.06 with axis_span 0.02 was the default before the readout).
-        axis_span, axis_steps: the same per axis, after the isotropic scan (off by default, as above).
+            best three; off (0) because the cell read from the code is closer than what the scan finds.
+        axis_span, axis_steps: the same per axis, after the isotropic scan (off, as above).
         batch_size: maps per encoder call.
         soft_steps, soft_top_k: Adam steps of the soft fit that precedes the search
-            (``icsg.generation.soft_fit``; 0 = none) and the elements each site's softmax spans. On 200
-            perov_5 validation crystals 60 steps raised the match rate from 0.18 to 0.20 and the species
-            accuracy from 0.63 to 0.68 at ~1.2-2× the cost (an earlier record
-            and reconstruction_no_soft.json).
+            (``icsg.generation.soft_fit``; 0 = none) and the elements each site's softmax spans.
         group_moves: also try every site of one element changed at once (three O read as F) and the
             elements of two sites swapped, in every pass.
         z_neighbours: also try, at every site, the ``z_neighbours`` elements on either side of its current
-            element in Z (``z_neighbours``), however the segmenter ranks them; the soft fit's softmax spans
-            them too. Decoding confuses neighbours in Z (Re read as W, Sb as Sn), and the segmenter's
-            probabilities often put the right one far down (48th of 56 for a Re read as W).
-            On 64 perov_5 validation crystals (200-263) with group moves and neighbours ±2 the match rose
-            from 15 to 16 (12 to 14 without the soft fit) at the same cost per crystal.
-        add_margin: relative cut of the distance a site added must bring (0: any). 0.1 changed nothing on
-            those 64 crystals (16 matched, |Δn| 0.47 -> 0.45), so it is off by default.
+            element in Z, however the segmenter ranks them: decoding confuses neighbours in Z (Re read as W),
+            and the segmenter often ranks the right one far down.
+        add_margin: relative cut of the distance a site added must bring (0: any).
         position_steps, position_lr_A, position_rounds: after the search, the positions alone are fitted
             through the encoder (``icsg.generation.soft_fit.position_fit``: Adam, ``position_lr_A`` Å per
             step), the candidates recomputed at the new positions and the search run again; repeated
-            ``position_rounds`` times (0 steps = off). Why: the search moves elements and whole sites, but
-            segmented positions are 0.1-0.5 Å off and from there the true elements are often farther from z
-            than wrong ones. On 64 perov_5 validation crystals (200-263), from the same searched state, 100 steps
-            at 0.01 Å and one round matched 19 against 16 (3 gained, none lost), site EMD 0.246 -> 0.207 Å,
-            median code distance 0.0065 -> 0.0013, at 5.8 s more per crystal; two rounds matched 19 too, at twice
-            the extra cost (``benchmarks/position_rounds.py``; its record has the rows 0 and 100x1). On the first 200
-            validation crystals (``benchmarks/reconstruction.py --limit 200``): match 0.21 -> 0.23, site EMD
-            0.249 -> 0.239 Å, code distance left 0.0128 -> 0.0040, 11.8 -> 15.2 s per crystal.
+            ``position_rounds`` times (0 steps = off). Why: from positions 0.1-0.5 Å off, the true elements are
+            often farther from z than wrong ones.
         restart_above: a crystal whose code distance after all the above is still above this (mean squared
             latent distance) is read a second time from the segmentation's own reading: positions fitted first,
             then the search and the position rounds, without the soft fit; the nearer of the two readings is
             kept, so the distance never rises (None = off; ``icsg.generation.pipeline.restarted``). Why: the soft
-            fit sometimes walks away from a segmentation that was right (in a dev look, a segmentation with all
-            five elements right came back with three wrong). On 64 perov_5 validation crystals (200-263,
-            earlier VAE) the first reading matched 33; with the second kept where nearer, for thresholds from
-            1e-4 to 5e-4 it matched 37 (|Δn| 0.172 -> 0.156), restarting 21 crystals at 5e-4 and 36 at 1e-4; at
-            1e-3, 35. Matched first readings ended at most 4.6e-4 from their codes. The second reading alone
-            matched 18, so it does not replace the first. Measured by the dev script that became
-            ``benchmarks/restart.py`` . On the first 200 validation crystals
-            (``benchmarks/reconstruction.py --limit 200``, earlier VAE, column *no restart*): match 0.485 ->
-            0.505, |Δn| 0.245 -> 0.190, site EMD 0.085 -> 0.079 Å, 87 crystals restarted, 17.0 s per crystal.
-        exact_fit_steps, exact_fit_cell_lr, exact_below: at the very end, positions and cell lengths are
-            fitted together through the encoder (``exact_fit_steps`` Adam steps, positions at ``position_lr_A``
-            Å and the cell at ``exact_fit_cell_lr`` in log length per step; 0 steps = off;
-            ``icsg.generation.pipeline.exact_fits``). A crystal whose code then lies closer than
-            ``exact_below`` to its latent vector reproduces it: it keeps the fitted cell and positions. Any
-            other gets the cell it was read with back (fractional coordinates kept), where it is nearer than
-            before. Why: in reconstruction the latent vector is the input crystal's own code, and the cell read
-            from it is ~0.014 Å off, which alone costs up to 9e-4 of code distance on the true crystal. In a dev
-            look at 32 perov_5 validation crystals (200-231, earlier models), 100 steps at 1e-3 took every one
-            of the 16 matched readings to 1e-9...1e-8 with the cell error 0.000 Å, while the 16 misses stayed
-            at 1.5e-5 or more, their fitted cells farther off (0.015 -> 0.048 Å on average): the distance after
-            the fit tells a right reading from a wrong one, and the fitted cell is only right for right readings.
-            On the first 200 validation crystals (``benchmarks/reconstruction.py --limit 200``, earlier
-            models, element refit included, column *no exact fit*): match 0.52 -> 0.59, cell MAE 0.014 ->
-            0.0075 Å, site EMD 0.078 -> 0.059 Å, species 0.872 -> 0.893, 16.8 -> 22.7 s per crystal; 104
-            crystals reproduced their codes after the fit and 118 after the element refit, as many as matched.
-        element_refit_above, element_refit_steps, element_refit_top, element_refit_fits, element_refit_width:
-            after that fit, a crystal still at least ``element_refit_above`` from its code is tried with one
-            site's element changed, for every site and every element among its ``element_refit_width``
-            neighbours in Z on either side and its
-            ``element_refit_top`` likeliest classes, from the reading as it came to the exact fit (whose cell
-            moved to suit the wrong element); the ``element_refit_fits`` candidates nearest at fixed geometry
-            are fitted (positions and cell, ``element_refit_steps`` steps), and the nearest is kept where it is
-            nearer than the fitted reading, then fitted ``exact_fit_steps`` steps more (None = off). Why: a
-            wrong element pulls the position fit to positions where the right element scores worse than the
-            wrong one (Co read as Ni, Ta as Hf), so neither the search (elements at fixed positions) nor the
-            position fit (positions at fixed elements) can leave. In the dev look above, of the first 8 misses
-            3 came back right (residuals 1e-6, 3e-6, 2e-5 after 50 steps), the true element's candidate ranked
-            1st, 2nd and 4th at fixed geometry; starting the candidates from the fitted reading instead found
-            the same 3, a little farther (2e-6, 4e-6, 2e-4). Width 2 (the former default) reaches N
-            from F, two steps away past O: in the same dev look it fixed 6 of 8 misses checked against 2 with
-            width 1. Reconstruction only: generation passes None, as for ``restart_above``.
-        element_refit_rounds, site_refit, site_merge_within_A: the refit is repeated up to
-            ``element_refit_rounds`` times, each round from the crystals the last one improved that still do not
-            reproduce their code (so two or three wrong elements can be put right one at a time); with
-            ``site_refit`` its candidates also include the crystal with one site removed, for every site, and with
-            every pair of sites closer than ``site_merge_within_A`` Å merged into one at their Z-weighted centre,
-            its element one of the pair's or a class from the larger of their Z to their sum, widened by
-            ``element_refit_width`` (``icsg.generation.pipeline.site_refit_candidates``). Why: the discrete search
-            removes sites at fixed cell and positions only; a spurious site next to an image of a true one (an extra
-            O at the cell edge) or a broad peak read as two sites (S as O beside F) needs the fit after the change.
-            In the dev look above (16 misses of crystals 200-231 after the search, earlier models; runs/exp18),
-            width 2 with 3 rounds and site candidates put 11 of the 16 right (F read for N in five crystals, Hf for
-            Ta, Ni for Co, Re for Os, Cd for Ag, Sn and Ir for Sb and Re in two rounds, an extra O removed), 8 min
-            for the 16 on one core; and the S read as O beside F, once the merge was taken in the box rather than
-            across the periodic boundary (its candidate then ranked first and fitted to 8e-11): 12. Left: two
-            readings far from their codes (2e-2; the true crystal at the read cell is at 3e-4 and 9e-4, but one site
-            lies 1.3 Å off and no single change at fixed geometry gets nearer), Mn read for Ti (three steps in Z),
-            and Li, Be, B read for N (1.5e-2 -> 2e-3 in three rounds). On the first 200 validation crystals
-            (``benchmarks/reconstruction.py --limit 200``, earlier models; an earlier record for
-            width 1, one round, no site candidates): match 0.59 -> 0.86, cell MAE 0.0075 -> 0.0040 Å, site EMD 0.059
-            -> 0.034 Å, |Δn| 0.180 -> 0.085, species 0.893 -> 0.951, 22.7 -> 24.0 s per crystal; 81 of the 96
-            crystals tried changed, 172 reproduced their codes, as many as matched. Then width 3, 5
-            rounds and 6 fits (from 2, 3 and 4): in the dev look (runs/exp18) the first two put the last three right
-            (Mn for Ti, Li/Be/B for N, and the S read as F beside Na, its summed Z 20 overshooting 16) but pushed Re
-            for Os out of the 4 fitted (13 of 16); 6 fits keep it: 14 of 16, 275 s for the 16 on two cores. The
-            merged site's element now also ranges from the larger of the pair's Z to their sum. On the same 200
-            crystals (an earlier record): match 0.86 -> 0.915, cell MAE
-            0.0040 -> 0.0026 Å, site EMD 0.034 -> 0.023 Å, |Δn| 0.085 -> 0.065, species 0.951 -> 0.969, 24.0 -> 24.6
-            s per crystal; 90 of 96 tried changed, 183 reproduced their codes, as many as matched.
+            fit sometimes walks away from a segmentation that was right.
+        exact_fit_steps, exact_fit_cell_lr, exact_below: at the end, positions and cell lengths fitted together
+            through the encoder; a crystal then closer than ``exact_below`` to its code reproduces it and keeps
+            the fitted cell, any other keeps the cell it was read with (0 steps = off). Why: the cell read from
+            the code is ~0.01 Å off, which alone leaves a code distance of up to 1e-3 on the true crystal.
+        element_refit_above, element_refit_steps, element_refit_top, element_refit_fits, element_refit_width,
+        element_refit_rounds, site_refit: crystals still at least ``element_refit_above`` from their code after
+            the exact fit are tried with one site's element changed (``element_refit_width`` neighbours in Z on
+            either side and the ``element_refit_top`` likeliest classes), and with ``site_refit`` also with one
+            site removed or two close sites merged into one (a broad peak read as two sites); the
+            ``element_refit_fits`` candidates nearest the code at fixed geometry are fitted for
+            ``element_refit_steps`` steps and the nearest kept where nearer, for up to
+            ``element_refit_rounds`` rounds (None = off). Why: the remaining misses mostly differ from the truth
+            by one element two or three steps away in Z (N read as F past O, Ti as Mn).
     """
 
     top_k: int = 8

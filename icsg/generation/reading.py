@@ -34,12 +34,8 @@ class FastReadingConfig:
         profile_weight: after the assignment, the order of the elements over the chosen sites is re-decided by
             the eq.-1 misfit to the map minus this weight times the class log-probabilities
             (``icsg.segmentation.assign.profile_arrangement``); None = the assignment alone.
-        recentre: move each site to the centre of the occupancy within its element's label sphere (``recentre``;
-            off: on 200 perov_5 validation crystals it did not bring the sites closer).
         snap_positions: move each site to where the code puts it (the readout's position head,
             ``DensityCodec.snap_positions``); the map's sites are ~0.1 Å off.
-        refine_positions: move each site to its element's matched-filter maximum in the map
-            (``species_fit.refine_positions``).
     """
 
     duplicate_tol_A: float = 1.0
@@ -47,48 +43,10 @@ class FastReadingConfig:
     spare_penalty: float = 2.0
     max_spares: int = 6
     profile_weight: float | None = 1.0
-    refine_positions: bool = False
-    recentre: bool = False
     snap_positions: bool = True
 
 
 REGIONS = SegmentationConfig(split_by_species=False, species_from="labels")
-
-
-def recentre(weights: np.ndarray, centroids_vox: np.ndarray, z: np.ndarray, abc_A: np.ndarray, spec: GridSpec,
-             iterations: int = 5) -> np.ndarray:
-    """Each site moved to the weighted centre of ``weights`` (e.g. the UNet's occupancy) within its element's
-    label sphere (``spec.label_radius_scale`` × ionic radius, Å), a few mean-shift steps from the region centroid.
-
-    Why: a region of a decoded map's occupancy mask is often misshapen (two touching spheres cut unevenly, a
-    sphere bleeding into a neighbour's), and its centroid is then a tenth of an ångström or more off; the
-    sphere of the right size, once the element is known, is not.
-    """
-    from pymatgen.core import Element
-
-    from icsg.representation.radii import ionic_radius_A
-
-    w = np.asarray(weights, dtype=np.float64)
-    n = w.shape[0]
-    h = spec.voxel_size_A(np.asarray(abc_A, dtype=np.float64))
-    out = np.asarray(centroids_vox, dtype=np.float64).reshape(-1, 3).copy()
-    for k, zk in enumerate(np.asarray(z, dtype=int)):
-        r_vox = spec.label_radius_scale * ionic_radius_A(Element.from_Z(int(zk)).symbol) / h
-        span = np.ceil(r_vox).astype(int) + 1
-        for _ in range(iterations):
-            lo = np.clip(np.floor(out[k]).astype(int) - span, 0, n - 1)
-            hi = np.clip(np.floor(out[k]).astype(int) + span + 1, 1, n)
-            grid = np.stack(np.meshgrid(*[np.arange(a, b) for a, b in zip(lo, hi)], indexing="ij"), -1)
-            inside = (((grid - out[k]) / r_vox) ** 2).sum(-1) <= 1.0
-            ww = w[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]] * inside
-            if ww.sum() <= 0:
-                break
-            new = (grid * ww[..., None]).reshape(-1, 3).sum(0) / ww.sum()
-            done = np.abs(new - out[k]).max() < 1e-3
-            out[k] = new
-            if done:
-                break
-    return out
 
 
 def _merge_duplicates(cents: np.ndarray, lp: np.ndarray, abc: np.ndarray, spec: GridSpec, tol_A: float):
@@ -112,7 +70,7 @@ def read_one(density: np.ndarray, species: np.ndarray, occupancy: np.ndarray, cl
              cfg: FastReadingConfig = FastReadingConfig()) -> Sites:
     """One decoded map + the heads' composition (``counts`` over ``elements_Z``) and cell (Å) -> Sites.
     ValueError (with the reason) when there is nothing to read."""
-    from icsg.segmentation.species_fit import refine_positions, site_class_log_probs
+    from icsg.segmentation.species_fit import site_class_log_probs
 
     abc = check_cell_lengths(abc_A)
     slots = element_slots(counts, elements_Z)
@@ -139,10 +97,6 @@ def read_one(density: np.ndarray, species: np.ndarray, occupancy: np.ndarray, cl
                                  site_class_log_probs(class_probs, spares, cfg.prior_radius_vox) if len(spares)
                                  else np.zeros((0, len(classes_Z)))])[rows]
         z = profile_arrangement(density, where, abc, z, lp_all, classes_Z, spec, cfg.profile_weight)
-    if cfg.recentre:
-        where = recentre(occupancy, where, z, abc, spec)
-    if cfg.refine_positions:
-        where = refine_positions(density, where, abc, z, spec)
     return Sites(abc, z, where)
 
 

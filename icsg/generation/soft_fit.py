@@ -11,11 +11,9 @@ map drawn from them by eq. 1 (a mixture of the elements' Gaussians) is encoded a
 minimised by Adam. The result is rounded (likeliest element, occupancy > 1/2) and handed to the discrete
 search, which only has to polish it.
 
-The gradient runs through the Keras encoder on the torch or the tensorflow backend. On by default
-(``ConsistencyConfig.soft_steps = 60``; ``--soft-steps 0`` in ``icsg reconstruct`` and ``icsg generate``
-turns it off). On the first 200 perov_5 validation crystals: match 0.18 -> 0.20, species 0.63 -> 0.68,
-site EMD 0.244 -> 0.240 Å, |Δn| 0.47 -> 0.46, code distance left 0.032 -> 0.014, 9.0 s per crystal
-against 7.3 (an earlier record and reconstruction_no_soft.json).
+The gradient runs through the Keras encoder on the torch or the tensorflow backend. Part of the exact
+reading (``ConsistencyConfig.soft_steps``, 0 = off): it leaves the search a start closer to the code, at
+about a fifth more cost per crystal.
 
 ``position_fit`` is the same descent over the positions alone, elements and occupancies fixed: it runs after
 the discrete search (``ConsistencyConfig.position_steps``), whose element moves cannot reach the truth from

@@ -19,8 +19,8 @@ positions; z_read (this model, ``latent_dim`` numbers) is read by small heads in
 
 The decoded map places sites ~0.1 Å off (the decoder's blur), the code knows them exactly: the position
 head snaps the map's sites onto the code's, the amortised form of fitting positions through the encoder.
-It is trained on the true sites displaced by Gaussian noise of ``position_noise`` (fractional units). (Noise
-up to three times larger, to widen the basin, swamped the composition loss in a trial and was dropped.)
+It is trained on the true sites displaced by Gaussian noise of ``position_noise`` (fractional units), so it
+corrects displacements up to a few times that; sites the map puts farther off stay where the map put them.
 
 The encoder sees the crystal as a set of sites, as CDVAE's encoder does (it reads atom types and
 positions, not densities): an embedding of each site's Z beside periodic features of its fractional

@@ -42,9 +42,8 @@ def train_unet(data_dir, out_dir, model_cfg: dict | None = None, cfg: TrainConfi
                init_weights=None, occupancy_weight: float = 1.0, resume_lr: float | None = None) -> dict:
     """UNet on whole maps (default) or random ``crop``^3 windows; validation always on whole maps.
 
-    Whole maps are the default: continued on whole 32^3 maps, the earlier UNet (trained on
-    16^3 windows, where a 3 Å window holds about one atom) went from validation loss 1.32 to 1.06 in its first
-    epoch and to 0.47 in 40 (weights/MODEL_CARD.md, step 11), at no more cost per voxel.
+    Whole maps are the default: a 16^3 window of a perovskite holds about one atom, so a UNet trained on
+    windows learns species with little context and BatchNorm statistics of windows, at no less cost per voxel.
     """
     train = VoxelDataset(data_dir, "train", "unet", cfg.batch_size, augment=True, seed=cfg.seed, limit=limit,
                          crop=crop)

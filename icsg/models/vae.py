@@ -15,9 +15,7 @@ tensorflow backends without a backend-specific train step.
 
 Density loss: on perov_5 an O or N anion is a broad Gaussian whose peak is ~0.1 in the
 normalised map next to a cation peak of up to ~6, so it adds almost nothing to a plain
-MSE; a VAE trained that way decodes the cations and drops the anions (measured on the
-earlier weights: with the true occupancy, species read from the decoded maps were
-right for 10 % of sites). ``density_asinh_k = k`` compares asinh(k·M) instead: linear
+MSE; a VAE trained that way decodes the cations and drops the anions. ``density_asinh_k = k`` compares asinh(k·M) instead: linear
 (×k) for small densities, logarithmic for peaks, so the error is closer to relative
 and the decoder is still asked for M itself.
 """
