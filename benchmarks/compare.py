@@ -35,7 +35,7 @@ from results_md import update_section  # noqa: E402
 
 import icsg  # noqa: E402,F401
 from icsg.data.sources import iter_source  # noqa: E402
-from icsg.evaluation.metrics import compare as compare_structures, summarise  # noqa: E402
+from icsg.metrics import compare as compare_structures, summarise  # noqa: E402
 from icsg.generation import filters as F  # noqa: E402
 from icsg.generation.baselines import MODELS, make_generator  # noqa: E402
 from icsg.generation.generator import load_training_set  # noqa: E402

@@ -24,8 +24,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from results_md import update_section  # noqa: E402
 
-from icsg.evaluation.metrics import smape_percent  # noqa: E402
-from icsg.models.cgcnn_train import evaluate, load_cgcnn, load_property_data, magpie_features  # noqa: E402
+from icsg.metrics import smape_percent  # noqa: E402
+from icsg.training.cgcnn import evaluate, load_cgcnn, load_property_data, magpie_features  # noqa: E402
 from icsg.properties import PROPERTIES  # noqa: E402
 
 

@@ -25,8 +25,8 @@ from results_md import update_section  # noqa: E402
 
 from icsg.data.filters import standardise  # noqa: E402
 from icsg.data.sources import iter_source  # noqa: E402
-from icsg.evaluation.metrics import compare, summarise  # noqa: E402
-from icsg.generation.pipeline import segmentation_for  # noqa: E402
+from icsg.metrics import compare, summarise  # noqa: E402
+from icsg.segmentation.unet_inference import segmentation_for  # noqa: E402
 from icsg.grid import GridSpec  # noqa: E402
 from icsg.representation.density import encode  # noqa: E402
 from icsg.segmentation.watershed import decode_structure  # noqa: E402

@@ -32,9 +32,9 @@ from results_md import update_section  # noqa: E402
 from icsg.data.dataset import condition_onehot  # noqa: E402
 from icsg.data.filters import standardise  # noqa: E402
 from icsg.data.sources import iter_source  # noqa: E402
-from icsg.evaluation.metrics import compare, summarise  # noqa: E402
-from icsg.generation.pipeline import (batch_to_structures, segmentation_for, segmented_batch,  # noqa: E402
-                                      with_calibrated_probs)
+from icsg.metrics import compare, summarise  # noqa: E402
+from icsg.generation.pipeline import batch_to_structures, segmented_batch, with_calibrated_probs  # noqa: E402
+from icsg.segmentation.unet_inference import segmentation_for  # noqa: E402
 from icsg.grid import GridSpec  # noqa: E402
 from icsg.pretrained import load_unet, load_vae  # noqa: E402
 from icsg.representation.density import encode  # noqa: E402

@@ -27,8 +27,9 @@ from results_md import update_section  # noqa: E402
 
 from icsg.data.filters import standardise  # noqa: E402
 from icsg.data.sources import iter_source  # noqa: E402
-from icsg.evaluation.metrics import compare, summarise  # noqa: E402
-from icsg.generation.pipeline import DecodedBatch, batch_to_structures, segment_maps, segmentation_for  # noqa: E402
+from icsg.metrics import compare, summarise  # noqa: E402
+from icsg.generation.pipeline import DecodedBatch, batch_to_structures  # noqa: E402
+from icsg.segmentation.unet_inference import segment_maps, segmentation_for  # noqa: E402
 from icsg.grid import GridSpec  # noqa: E402
 from icsg.pretrained import load_unet  # noqa: E402
 from icsg.representation.density import encode  # noqa: E402

@@ -30,7 +30,7 @@ class PropertyPredictor:
 
     def __init__(self, weights_dir: str | Path = WEIGHTS_DIR, properties: tuple = PAPER_EIGHT + ("heat_ref",),
                  required: tuple = PAPER_EIGHT):
-        from icsg.models.cgcnn_train import load_cgcnn
+        from icsg.training.cgcnn import load_cgcnn
 
         self.models = {}
         for p in properties:
@@ -84,18 +84,7 @@ def predict_properties(structures, weights_dir: str | Path = WEIGHTS_DIR) -> pd.
     return _DEFAULT[key].predict(list(structures))
 
 
-def register_cli(sub) -> None:
-    p = sub.add_parser("predict", help="predict the eight properties of crystals (CIF files, folders, CSVs)",
-                       description="Predict formation energy, energy per atom, band gap, bulk and shear modulus, "
-                                   "Poisson ratio, refractive index and dielectric constant with the shipped CGCNNs.")
-    p.add_argument("sources", nargs="+", help="CIF files, folders of CIFs, or CSV files with a 'cif' column")
-    p.add_argument("--json", default=None, help="write the predictions here")
-    p.add_argument("--weights", default=str(WEIGHTS_DIR))
-    p.add_argument("--limit", type=int, default=None)
-    p.set_defaults(func=_cmd)
-
-
-def _cmd(a) -> int:
+def run_cli(a) -> int:
     from icsg.data.sources import iter_source
     from icsg.io import atomic_write_json
 
@@ -109,7 +98,7 @@ def _cmd(a) -> int:
     if not good:
         print("icsg predict: error: no readable crystal in the input", file=sys.stderr)
         return 2
-    df = predict_properties([r.structure for r in good], a.weights)
+    df = predict_properties([r.structure for r in good], a.weights or WEIGHTS_DIR)
     rows = []
     for r, (_, row) in zip(good, df.iterrows()):
         rows.append({"id": r.id, "formula": r.structure.composition.reduced_formula}

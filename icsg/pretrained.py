@@ -103,6 +103,19 @@ class Pretrained:
     vae_meta: dict
 
 
+def load_ccdcgan(location):
+    """(generator, regressor, meta) from a run or weights folder (ccdcgan.json + two weight files)."""
+    from icsg.models.ccdcgan import CCDCGANConfig, build_generator, build_regressor
+
+    loc = Path(location)
+    meta = read_description(loc / "ccdcgan.json", "train with 'icsg train-ccdcgan'")
+    cfg = CCDCGANConfig.from_dict(meta["config"])
+    gen, reg = build_generator(cfg), build_regressor(cfg)
+    for name, model in (("ccdcgan_generator", gen), ("ccdcgan_regressor", reg)):
+        load_weights_file(model, loc / f"{name}.weights.h5")
+    return gen, reg, meta
+
+
 def load_pretrained(weights_dir: str | os.PathLike = WEIGHTS_DIR) -> Pretrained:
     """The shipped UNet and Cond-DFC-VAE, offline."""
     unet, um = load_unet(weights_dir)
@@ -160,7 +173,12 @@ def ship_run(run: str | os.PathLike, name: str, weights_dir: str | os.PathLike =
     dest = Path(weights_dir) / f"{name}.weights.h5"
     prev_path = Path(weights_dir) / f"{name}.json"
     if prev_path.exists():
-        meta.update(warm_start(meta, json.loads(prev_path.read_text()), run, dest))
+        prev = json.loads(prev_path.read_text())
+        meta.update(warm_start(meta, prev, run, dest))
+        if (name == "readout" and meta.get("train_only") and "encoder" not in meta["train_only"]
+                and meta.get("init_weights_sha256") == prev.get("sha256")):
+            # new heads on the shipped encoder: the codes, and the priors fitted to them, stay valid
+            meta.update({k: prev[k] for k in ("latent_prior", "latent_cell") if k in prev})
     atomic_copy(w, dest)
     meta["sha256"] = sha256(dest)
     meta["source_run"] = str(run)

@@ -7,8 +7,10 @@ from pymatgen.core import Lattice, Structure
 import icsg  # noqa: F401
 import keras
 
-from icsg.generation.crystal_code import CodeStats, CrystalCodec, crystal_images, element_descriptor, slot_elements
-from icsg.models.ccdcgan import CCDCGANConfig, load_ccdcgan, train_ccdcgan
+from icsg.models.crystal_code import CodeStats, CrystalCodec, crystal_images, element_descriptor, slot_elements
+from icsg.models.ccdcgan import CCDCGANConfig
+from icsg.pretrained import load_ccdcgan
+from icsg.training.ccdcgan import train_ccdcgan
 from icsg.models.imatgen import (ImatgenModelConfig, build_basis_autoencoder, build_cell_autoencoder,
                                  build_materials_vae)
 
@@ -147,7 +149,7 @@ def test_train_imatgen_ships_its_training_record(tmp_path, perovskite, rocksalt)
 
     import pandas as pd
 
-    from icsg.models.imatgen_train import ship_imatgen, train_imatgen
+    from icsg.training.imatgen import ship_imatgen, train_imatgen
 
     crystals = [perovskite, rocksalt, perovskite.copy().scale_lattice(64.0), rocksalt.copy().scale_lattice(200.0)]
     csv = tmp_path / "c.csv"

@@ -78,7 +78,7 @@ def test_band_gap_gating(tmp_path, rocksalt, perovskite):
     """Refractive index and dielectric constant are NaN where the predicted gap is (near) zero."""
     import json
 
-    from icsg.models.cgcnn_train import load_cgcnn
+    from icsg.training.cgcnn import load_cgcnn
     from icsg.predict import PropertyPredictor
 
     cfg = CGCNNConfig(n_atom_features(), GraphConfig().n_edge_features, hidden=8, fc_hidden=8)
@@ -111,7 +111,7 @@ def test_band_gap_gating(tmp_path, rocksalt, perovskite):
 def test_train_command_loss_options(tmp_path, loss):
     import json
 
-    from icsg.models.cgcnn_train import CGCNNTrainConfig, PropertyData, train_cgcnn
+    from icsg.training.cgcnn import CGCNNTrainConfig, PropertyData, train_cgcnn
     from icsg.properties import PROPERTIES
 
     graphs = _toy_graphs(24)

@@ -89,7 +89,7 @@ class _FakeUNet:
 
 
 def test_rotation_averaged_segmentation():
-    from icsg.generation.pipeline import segment_maps
+    from icsg.segmentation.unet_inference import segment_maps
     from icsg.representation.augment import cube_rotations, rotate_map, unrotate_map
 
     rng = np.random.default_rng(0)

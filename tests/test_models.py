@@ -152,7 +152,7 @@ def test_models_on_each_backend(backend):
 
 
 def test_training_command_checkpoints_and_resumes(tmp_path, tiny_dataset):
-    from icsg.models.train import TrainConfig, train_unet
+    from icsg.training.maps import TrainConfig, train_unet
 
     ds = tiny_dataset(8)
     cfg = TrainConfig(epochs=1, batch_size=2, steps_per_epoch=2, val_limit=2)
@@ -180,7 +180,7 @@ def test_training_command_checkpoints_and_resumes(tmp_path, tiny_dataset):
 def test_resuming_keeps_the_warm_start_and_takes_a_new_learning_rate(tmp_path, tiny_dataset):
     import json
 
-    from icsg.models.train import TrainConfig, train_unet
+    from icsg.training.maps import TrainConfig, train_unet
     from icsg.pretrained import sha256
 
     ds = tiny_dataset(8)
@@ -224,7 +224,7 @@ def test_batchnorm_recalibration_matches_batch_statistics():
 
 def test_decoded_dataset_holds_vae_reconstructions_with_true_labels(tmp_path, tiny_dataset):
     from icsg.data.dataset import VoxelDataset, load_arrays, load_manifest
-    from icsg.data.decoded import decode_dataset, decode_maps
+    from icsg.training.decoded import decode_dataset, decode_maps
 
     ds = tiny_dataset(6, nan_at=3, shard_size=4)
     spec = GridSpec(size=16)

@@ -70,3 +70,64 @@ def test_read_one_recovers_the_perovskite_from_its_map_and_composition(perovskit
     with pytest.raises(ValueError, match="empty composition"):
         read_one(e.density, e.species, e.occupancy.astype(np.float32), probs, classes, np.zeros(3, int),
                  [8, 22, 38], np.array(perovskite.lattice.abc), spec)
+
+
+def test_slots_take_the_nearest_map_site_within_the_tolerance_and_keep_their_own_otherwise():
+    from icsg.segmentation.assign import place_slots
+
+    abc = np.array([4.0, 4.0, 4.0])
+    slots = np.array([[0.0, 0.0, 0.0], [0.5, 0.5, 0.5]])
+    near = np.array([[0.98, 0.01, 0.0], [0.5, 0.5, 0.3]])  # first 0.1 Å away (across the boundary), second 0.8 Å
+    out = place_slots(near, slots, abc, tol_A=0.3)
+    assert np.allclose(out[0], [0.98, 0.01, 0.0]) and np.allclose(out[1], [0.5, 0.5, 0.5])
+    assert np.allclose(place_slots(near, slots, abc, tol_A=0.0), slots)
+    assert np.allclose(place_slots(np.zeros((0, 3)), slots, abc, tol_A=0.3), slots)
+
+
+def test_runner_up_compositions_change_the_least_certain_count_first():
+    from icsg.generation.reading import runner_up_counts
+
+    lp = np.log(np.array([[0.1, 0.9, 0.0001, 1e-9],     # element 0: 1 (sure)
+                          [0.001, 0.6, 0.39, 0.009],  # element 1: 1, 2 a close second
+                          [1e-9, 0.01, 0.01, 0.98]]))  # element 2: 3
+    alts = runner_up_counts(lp, 2)
+    assert alts[0].tolist() == [1, 2, 3] and alts[1].tolist() == [0, 1, 3]
+
+
+def test_candidates_hold_the_map_reading_its_orders_and_the_slot_readings(perovskite):
+    from icsg.generation.consistency import Sites
+    from icsg.generation.reading import FastReadingConfig, candidates
+
+    spec, _, vox = _true_map(perovskite)
+    abc = np.array(perovskite.lattice.abc)
+    read = Sites(abc, np.array([38, 22, 8, 8, 8]), vox.astype(float))
+    frac = perovskite.frac_coords + 0.02  # the code's positions, 0.08 Å off the map's
+    cands = candidates(read, read.z, frac, abc, spec, FastReadingConfig(slot_tols_A=(0.0, 0.3)))
+    assert cands[0] is read and len(cands) == 20 + 2  # 20 distinct orders of SrTiO3 (the first is the map's), 2 slots
+    code_only, on_map = cands[-2], cands[-1]
+    assert np.allclose(code_only.centroids_vox, spec.cartesian_to_index(np.mod(frac, 1) * abc, abc))
+    assert np.allclose(on_map.centroids_vox, vox, atol=1e-6)
+    assert candidates(None, np.zeros(0, int), np.zeros((0, 3)), abc, spec) == []
+
+
+def test_the_consistent_reading_repairs_a_map_reading_with_two_elements_swapped(perovskite):
+    """Shipped weights: SrTiO3's code, its map read with Sr and Ti swapped; the readout encoder's misfit picks the
+    right order back."""
+    from icsg.data.dataset import condition_onehot
+    from icsg.generation.codec import DensityCodec
+    from icsg.generation.consistency import Sites
+    from icsg.generation.reading import FastReadingConfig
+
+    codec = DensityCodec(fast=FastReadingConfig())
+    cond = condition_onehot([1.0], codec.condition)
+    z = codec.encode([perovskite], cond)
+    z_read = codec.split(z)[1]
+    counts, logp, cell, _ = codec.heads(z_read)
+    spec, abc = codec.spec, np.array(perovskite.lattice.abc)
+    vox = spec.cartesian_to_index(perovskite.cart_coords, abc)
+    swapped = Sites(abc, np.array([22, 38, 8, 8, 8]), vox)
+    right = Sites(abc, np.array([38, 22, 8, 8, 8]), vox.copy())
+    d = codec.misfit(np.repeat(z_read, 2, 0), [swapped, right])
+    assert d[1] < d[0]
+    (chosen, why), = codec.consistent(z_read, [(swapped, None)], counts, logp, cell)
+    assert why is None and chosen.z.tolist() == [38, 22, 8, 8, 8]

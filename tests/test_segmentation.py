@@ -2,12 +2,12 @@ import numpy as np
 import pytest
 from pymatgen.core import Lattice, Structure
 
-from icsg.evaluation.metrics import compare, site_emd
+from icsg.metrics import compare, site_emd
 from icsg.grid import GridSpec
 from icsg.representation.density import encode
 from icsg.representation.imatgen import (ImatgenSpec, cell_image, decode_imatgen, encode_imatgen,
                                          lattice_from_cell_image, peaks_from_basis)
-from icsg.segmentation.merge import merge_periodic_duplicates
+from icsg.representation.merge import merge_periodic_duplicates
 from icsg.segmentation.watershed import SegmentationConfig, decode_structure, find_sites
 
 

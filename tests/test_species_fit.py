@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from pymatgen.core import Lattice, Structure
 
-from icsg.evaluation.metrics import compare
-from icsg.generation.pipeline import segmentation_for
+from icsg.metrics import compare
+from icsg.segmentation.unet_inference import segmentation_for
 from icsg.grid import GridSpec
 from icsg.representation.density import encode
 from icsg.segmentation.species_fit import fit_species
@@ -96,7 +96,7 @@ def test_class_prior_weighs_in_and_is_off_at_zero(perovskite):
 
 
 def test_calibrated_class_probs_divide_out_the_training_weights():
-    from icsg.generation.pipeline import calibrated_class_probs
+    from icsg.segmentation.unet_inference import calibrated_class_probs
 
     probs = np.array([[0.1, 0.45, 0.45, 0.0]], dtype=np.float32)  # background, A, B, an element never seen
     occ = np.array([0.8], dtype=np.float32)

@@ -34,6 +34,7 @@ from icsg.io import atomic_write_json, atomic_save_npz
 from icsg.parallel import pmap
 from icsg.representation.augment import random_rotation, rotate_lengths, rotate_map
 from icsg.representation.density import coordinate_grid, encode
+from icsg.representation.sites import canonical_sites
 
 MANIFEST = "manifest.json"
 
@@ -233,7 +234,7 @@ class VoxelDataset(_keras_pydataset()):
                   'occupancy': S_B (B, n, n, n, 1)}. With ``crop`` = c, a random c^3 window of
                   each map instead (the UNet is fully convolutional, so windows cost less per
                   map and still run on full maps at inference; they learnt worse than whole
-                  maps, see ``icsg.models.train.train_unet``).
+                  maps, see ``icsg.training.maps.train_unet``).
     task='vae':   x = (concat[M, C] (B, n, n, n, 4), one-hot condition (B, bins)); y = the 4 channels.
     task='readout': x = (site Z (B, max_atoms) 0-padded, fractional coordinates (B, max_atoms, 3), cell
                   lengths (B, 3) Å), no maps; y = {'counts':
@@ -302,7 +303,8 @@ class VoxelDataset(_keras_pydataset()):
         idx = self._indices(i)
         if self.task == "readout":
             abc = self.arrays["abc_A"][idx].astype(np.float32)
-            return ((self.arrays["site_Z"][idx].astype(np.int32), self.arrays["site_frac"][idx], abc),
+            zs, fr = canonical_sites(self.arrays["site_Z"][idx].astype(np.int32), self.arrays["site_frac"][idx])
+            return ((zs, fr, abc),
                     {"counts": self.counts[idx], "abc_A": abc, "property": self.arrays["prop"][idx].astype(np.float32)})
         dens, spc, coords = [], [], []
         for j in idx:

@@ -41,13 +41,13 @@ from icsg.data.dataset import condition_onehot
 from icsg.data.filters import FilterConfig, standardise
 from icsg.data.sources import Record
 from icsg.errors import CrystalError
-from icsg.evaluation.metrics import compare, summarise
+from icsg.metrics import compare, summarise
 from icsg.generation.consistency import ConsistencyConfig
 from icsg.generation.latent_cell import LatentCell
 from icsg.generation.pipeline import (DecodedBatch, batch_to_sites, batch_to_structures, exact_fits, refined,
-                                      restarted, segment_maps, segmentation_for, segmented_batch,
-                                      structures_from_sites, with_calibrated_probs)
+                                      restarted, segmented_batch, structures_from_sites, with_calibrated_probs)
 from icsg.grid import GridSpec
+from icsg.segmentation.unet_inference import segment_maps, segmentation_for
 from icsg.representation.augment import TTA_ROTATIONS
 from icsg.representation.density import encode
 
@@ -98,6 +98,48 @@ def recall_by_element(counts: Counter) -> dict:
     return out
 
 
+def _search(vae, sites, chunk, dec, mu, cond, spec, seg, refine, log):
+    """The search reading of one chunk, each stage's structures scored into ``log`` (segmentation only, first
+    reading before a restart, before the exact fit) so the record shows what each stage adds."""
+    def scored(items):
+        return [compare(s, pred) for (_, s, _), (pred, _) in zip(chunk, structures_from_sites(items, spec, seg))
+                if pred is not None]
+
+    if refine is None:
+        return refined(vae, sites, dec, mu, cond, spec, seg, None)
+    log["pairs_seg"] += scored(sites)
+    if refine.restart_above is not None:
+        start = copy.deepcopy(sites)
+        sites = refined(vae, sites, dec, mu, cond, spec, seg, replace(refine, restart_above=None, exact_fit_steps=0))
+        log["pairs_first"] += scored(sites)
+        first = [st for st, _ in sites]
+        sites = restarted(vae, sites, start, dec, mu, cond, spec, seg, refine)
+        log["restarted"] += sum(f is not None and f.residual > refine.restart_above for f in first)
+        log["second_kept"] += sum(f is not st for f, (st, _) in zip(first, sites))
+    else:
+        sites = refined(vae, sites, dec, mu, cond, spec, seg, replace(refine, exact_fit_steps=0))
+    if refine.exact_fit_steps > 0:
+        log["pairs_before_exact"] += scored(sites)
+        sites = exact_fits(vae, sites, dec, mu, cond, spec, refine, counts=log["exact_counts"])
+    return sites
+
+
+def _search_summary(refine, log, residuals, n) -> dict:
+    if refine is None:
+        return {}
+    keys = ("match_rate", "cell_mae_A", "site_emd_A", "dn_sites", "species_accuracy")
+    part = lambda pairs: {k: v for k, v in summarise(pairs, [], n).items() if k in keys}  # noqa: E731
+    out = {"segmentation_only": part(log["pairs_seg"]),
+           "latent_residual": float(np.mean(residuals)) if residuals else float("nan")}
+    if refine.restart_above is not None:
+        out["without_restart"] = part(log["pairs_first"])
+        out["restarted"] = {"crystals": log["restarted"], "second_reading_kept": log["second_kept"]}
+    if refine.exact_fit_steps > 0:
+        out["without_exact_fit"] = part(log["pairs_before_exact"])
+        out["exact_fit"] = log["exact_counts"]
+    return out
+
+
 def reconstruct(records: list[Record], vae, vae_meta: dict, unet, unet_meta: dict, batch_size: int = 16,
                 workers: int = 1, progress: bool = True, species_from: str = "fit",
                 rotations: int = TTA_ROTATIONS, refine: ConsistencyConfig | None = ConsistencyConfig(),
@@ -116,9 +158,9 @@ def reconstruct(records: list[Record], vae, vae_meta: dict, unet, unet_meta: dic
     pairs, sq_err, hits, total, hits_d, total_d = [], [], 0, 0, 0, 0
     dens_err, dens_sum, dens_sq = [], 0.0, 0.0
     confusion: Counter = Counter()
-    pairs_true, fails_true, pairs_occ, fails_occ, pairs_seg, residuals = [], [], [], [], [], []
-    pairs_first, n_restarted, n_kept_second = [], 0, 0
-    pairs_before_exact, exact_counts = [], {}
+    pairs_true, fails_true, pairs_occ, fails_occ, residuals = [], [], [], [], []
+    log = {"pairs_seg": [], "pairs_first": [], "restarted": 0, "second_kept": 0, "pairs_before_exact": [],
+           "exact_counts": {}}
     bar = tqdm(total=len(accepted), desc="reconstruct", disable=not progress, unit="crystal")
     for i in range(0, len(accepted), batch_size):
         chunk = accepted[i:i + batch_size]
@@ -159,27 +201,7 @@ def reconstruct(records: list[Record], vae, vae_meta: dict, unet, unet_meta: dic
                 fails_occ.append({"id": r.id, "reason": "decode_failed", "detail": why})
         h, t = _recall(dec.species, true_s)
         hits_d, total_d = hits_d + h, total_d + t
-        sites = batch_to_sites(dec, spec, seg, workers=workers)
-        if refine is not None:  # the segmentation's own reading, for comparison
-            pairs_seg += [compare(s, pred) for (_, s, _), (pred, _) in
-                          zip(chunk, structures_from_sites(sites, spec, seg)) if pred is not None]
-        if refine is not None and refine.restart_above is not None:
-            # the first reading is scored too, so the record shows what the restart adds on the same crystals
-            start = copy.deepcopy(sites)
-            sites = refined(vae, sites, dec, mu, cond, spec, seg, replace(refine, restart_above=None, exact_fit_steps=0))
-            pairs_first += [compare(s, pred) for (_, s, _), (pred, _) in
-                            zip(chunk, structures_from_sites(sites, spec, seg)) if pred is not None]
-            first = [st for st, _ in sites]
-            sites = restarted(vae, sites, start, dec, mu, cond, spec, seg, refine)
-            n_restarted += sum(f is not None and f.residual > refine.restart_above for f in first)
-            n_kept_second += sum(f is not st for f, (st, _) in zip(first, sites))
-        else:
-            sites = refined(vae, sites, dec, mu, cond, spec, seg,
-                            None if refine is None else replace(refine, exact_fit_steps=0))
-        if refine is not None and refine.exact_fit_steps > 0:  # counted, so done here, not in refined
-            pairs_before_exact += [compare(s, pred) for (_, s, _), (pred, _) in
-                                   zip(chunk, structures_from_sites(sites, spec, seg)) if pred is not None]
-            sites = exact_fits(vae, sites, dec, mu, cond, spec, refine, counts=exact_counts)
+        sites = _search(vae, batch_to_sites(dec, spec, seg, workers=workers), chunk, dec, mu, cond, spec, seg, refine, log)
         residuals += [st.residual for st, _ in sites if st is not None]
         for (r, s, _), (pred, why), (st, _) in zip(chunk, structures_from_sites(sites, spec, seg), sites):
             if pred is None:
@@ -210,18 +232,7 @@ def reconstruct(records: list[Record], vae, vae_meta: dict, unet, unet_meta: dic
     out["refine"] = None if refine is None else asdict(refine)
     out["cell_from"] = "coords" if cell is None else "latent"
     out["crystals"] = crystals
-    if refine is not None:
-        seg_only = summarise(pairs_seg, [], len(accepted))
-        out["segmentation_only"] = {k: seg_only[k] for k in keys}
-        out["latent_residual"] = float(np.mean(residuals)) if residuals else float("nan")
-        if refine.restart_above is not None:
-            first_only = summarise(pairs_first, [], len(accepted))
-            out["without_restart"] = {k: first_only[k] for k in keys}
-            out["restarted"] = {"crystals": n_restarted, "second_reading_kept": n_kept_second}
-        if refine.exact_fit_steps > 0:
-            before = summarise(pairs_before_exact, [], len(accepted))
-            out["without_exact_fit"] = {k: before[k] for k in keys}
-            out["exact_fit"] = exact_counts
+    out.update(_search_summary(refine, log, residuals, len(accepted)))
     out["seconds"] = time.perf_counter() - t0
     out["seconds_per_crystal"] = out["seconds"] / max(1, len(accepted))
     return out
@@ -243,7 +254,7 @@ def reconstruct_codes(records: list[Record], codec, reading: str = "fast", exact
     ``exact`` its settings). Crystals are encoded and decoded in batches of ``codec.batch_size``."""
     from tqdm.auto import tqdm
 
-    spec, cond_info = codec.spec, codec.condition
+    cond_info = codec.condition
     prop = cond_info["property"]
     t0 = time.perf_counter()
     crystals, pairs = [], []

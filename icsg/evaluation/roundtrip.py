@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from icsg.data.filters import FilterConfig, standardise
 from icsg.data.sources import Record
 from icsg.errors import CrystalError
-from icsg.evaluation.metrics import compare, summarise
+from icsg.metrics import compare, summarise
 from icsg.grid import GridSpec
 from icsg.parallel import pmap
 from icsg.representation.density import encode

@@ -1,7 +1,7 @@
 """The literature baselines behind the ``icsg.Generator`` interface: iMatGen-style VAE and CCDCGAN-style GAN.
 
 Both decode *crystal codes* through the iMatGen-style autoencoders
-(``icsg.generation.crystal_code``) and return the same results table as
+(``icsg.models.crystal_code``) and return the same results table as
 ``icsg.Generator`` (``condition`` is NaN: neither model is property-conditioned; the
 CCDCGAN is property-*constrained* in training). ``make_generator(name)`` picks one.
 """
@@ -27,7 +27,7 @@ class _CodeGenerator:
 
     def __init__(self, weights_dir: str | os.PathLike = WEIGHTS_DIR, predict: bool = True, seed: int = 0,
                  batch_size: int = 64, imatgen=None):
-        from icsg.models.imatgen_train import load_imatgen
+        from icsg.training.imatgen import load_imatgen
 
         self.codec, self.mvae, self.imatgen_meta = load_imatgen(imatgen or weights_dir)
         self.rng = np.random.default_rng(seed)
@@ -101,7 +101,7 @@ class CCDCGANGenerator(_CodeGenerator):
 
     def __init__(self, weights_dir: str | os.PathLike = WEIGHTS_DIR, predict: bool = True, seed: int = 0,
                  batch_size: int = 64, ccdcgan=None, imatgen=None):
-        from icsg.models.ccdcgan import load_ccdcgan
+        from icsg.pretrained import load_ccdcgan
 
         super().__init__(weights_dir, predict, seed, batch_size, imatgen)
         self.generator, self.regressor, self.gan_meta = load_ccdcgan(ccdcgan or weights_dir)

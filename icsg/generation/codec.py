@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from icsg.generation.reading import READINGS, FastReadingConfig, read_batch
+from icsg.generation.reading import READINGS, FastReadingConfig, candidates, read_batch
 from icsg.grid import GridSpec
 
 
@@ -83,25 +83,92 @@ class DensityCodec:
         return self.encode_maps(x, cond, *site_arrays(structures, self.readout_cfg.max_sites),
                                 np.stack([e.abc_A for e in encs]))
 
-    def snap_positions(self, z_read: np.ndarray, sites: list) -> None:
-        """Move the read sites (``Sites``, in place) to where the code puts them: the position head's
-        correction of each site's fractional position, given its element (``icsg.models.readout``)."""
+    def _site_rows(self, sites: list) -> tuple[list[int], np.ndarray, np.ndarray]:
+        """(indices of the Sites the readout can take, their Z (k, S) and fractional coordinates (k, S, 3))."""
         cap = self.readout_cfg.max_sites
         idx = [i for i, s in enumerate(sites) if s is not None and 0 < len(s.z) <= cap]
-        if not idx:
-            return
         zs = np.zeros((len(idx), cap), np.int32)
         fr = np.zeros((len(idx), cap, 3), np.float32)
         for row, i in enumerate(idx):
             s = sites[i]
             zs[row, :len(s.z)] = s.z
             fr[row, :len(s.z)] = np.mod(self.spec.index_to_cartesian(s.centroids_vox, s.abc_A) / s.abc_A, 1.0)
+        return idx, zs, fr
+
+    def snap_positions(self, z_read: np.ndarray, sites: list) -> None:
+        """Move the read sites (``Sites``, in place; ``z_read`` row i belongs to ``sites[i]``) to where the code puts
+        them: the position head's correction of each site's fractional position, given its element."""
+        idx, zs, fr = self._site_rows(sites)
+        if not idx:
+            return
         delta = np.asarray(self.readout.positions.predict([np.asarray(z_read, np.float32)[idx], zs, fr],
                                                           batch_size=1024, verbose=0))
         for row, i in enumerate(idx):
             s = sites[i]
             new = np.mod(fr[row, :len(s.z)] + delta[row, :len(s.z)], 1.0)
             s.centroids_vox = self.spec.cartesian_to_index(new * s.abc_A, s.abc_A)
+
+    def misfit(self, z_read: np.ndarray, sites: list) -> np.ndarray:
+        """(len(sites),) squared distance between each reading's readout code (posterior mean of its sites and
+        cell) and the z_read it was read from (row i for ``sites[i]``); inf for a reading the encoder cannot take."""
+        idx, zs, fr = self._site_rows(sites)
+        out = np.full(len(sites), np.inf)
+        if idx:
+            abc = np.stack([sites[i].abc_A for i in idx]).astype(np.float32)
+            mu, _ = self.readout.encoder.predict([zs, fr, abc], batch_size=1024, verbose=0)
+            out[idx] = ((np.asarray(mu) - np.asarray(z_read, np.float32)[idx]) ** 2).sum(1)
+        return out
+
+    def consistent(self, z_read: np.ndarray, items: list, counts: np.ndarray, count_logp: np.ndarray,
+                   cell_A: np.ndarray) -> list:
+        """[(Sites or None, reason)]: for each crystal, of the map reading in ``items``, the other orders of its
+        elements and the slot readings (``icsg.generation.reading.candidates``), also of the heads' runner-up
+        compositions, the one whose readout code is closest to z_read, positions snapped first when the fast
+        reading snaps."""
+        from icsg.generation.reading import runner_up_counts, slot_reading
+
+        slots = self.slots(z_read, counts)
+        cands = [candidates(s, *slots[i], cell_A[i], self.spec, self.fast) for i, (s, _) in enumerate(items)]
+        if self.fast.alt_compositions:
+            alts = [runner_up_counts(lp, self.fast.alt_compositions) for lp in count_logp]
+            rows = [i for i, a in enumerate(alts) for _ in a]
+            if rows:
+                alt_slots = self.slots(np.asarray(z_read)[rows], np.stack([c for a in alts for c in a]))
+                for i, (z, f) in zip(rows, alt_slots):
+                    if len(z):
+                        cands[i] += [slot_reading(items[i][0], z, f, cell_A[i], self.spec, tol)
+                                     for tol in self.fast.slot_tols_A]
+        owner = np.repeat(np.arange(len(cands)), [len(c) for c in cands])
+        flat = [c for cs in cands for c in cs]
+        if not flat:
+            return items
+        if self.fast.snap_positions:
+            self.snap_positions(np.asarray(z_read)[owner], flat)
+        d = self.misfit(np.asarray(z_read)[owner], flat)
+        out, start = [], 0
+        for i, cs in enumerate(cands):
+            if cs:
+                best = start + int(np.argmin(d[start:start + len(cs)]))
+                out.append((flat[best], None) if np.isfinite(d[best]) else items[i])
+            else:
+                out.append(items[i])
+            start += len(cs)
+        return out
+
+    def slots(self, z_read: np.ndarray, counts: np.ndarray) -> list[tuple]:
+        """[(Z (n,), fractional positions (n, 3))]: each crystal's atoms as the readout's slot head places them,
+        for the element counts (B, E) over the readout's elements (``icsg.models.readout``)."""
+        from icsg.segmentation.assign import element_slots
+
+        cap = self.readout_cfg.max_sites
+        zs = np.zeros((len(counts), cap), np.int32)
+        for i, c in enumerate(counts):
+            z = element_slots(c, self.readout_cfg.elements_Z)[:cap]
+            zs[i, :len(z)] = z
+        frac = np.asarray(self.readout.slots.predict([np.asarray(z_read, np.float32), zs], batch_size=1024,
+                                                     verbose=0), np.float64)
+        n = (zs > 0).sum(1)
+        return [(zs[i, :n[i]].astype(np.int64), frac[i, :n[i]]) for i in range(len(zs))]
 
     def split(self, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         z = np.asarray(z, np.float32)
@@ -138,11 +205,12 @@ class DensityCodec:
                        np.concatenate([p.slices for p in parts]) if parts else np.zeros((0, n, n)))
 
     def _decode_chunk(self, z, cond, reading, exact) -> Decoded:
-        from icsg.generation.pipeline import calibrated_class_probs, class_to_z, segment_maps, structures_from_sites
+        from icsg.generation.pipeline import structures_from_sites
+        from icsg.segmentation.unet_inference import calibrated_class_probs, class_to_z, segment_maps
 
         z_map, z_read = self.split(z)
         cond = np.asarray(cond, np.float32)
-        counts, _, cell, prop = self.heads(z_read)
+        counts, count_logp, cell, prop = self.heads(z_read)
         x = np.asarray(self.vae.decoder.predict([z_map, cond], batch_size=self.batch_size, verbose=0))
         els = self.unet_meta["elements_Z"]
         if reading == "exact":
@@ -153,7 +221,9 @@ class DensityCodec:
             probs = calibrated_class_probs(probs, occ, self.unet_meta.get("class_weights"))
             items = read_batch(x[..., 0], species, occ, probs, class_to_z(els), counts,
                                self.readout_cfg.elements_Z, cell, self.spec, self.fast, self.workers)
-            if self.fast.snap_positions:
+            if self.fast.consistent:
+                items = self.consistent(z_read, items, counts, count_logp, cell)
+            elif self.fast.snap_positions:
                 self.snap_positions(z_read, [s for s, _ in items])
             from icsg.segmentation.watershed import SegmentationConfig
 
@@ -166,7 +236,8 @@ class DensityCodec:
         """The search reading (``icsg.generation.pipeline.refined``) with the settings it was measured with."""
         from icsg.generation.consistency import ConsistencyConfig
         from icsg.generation.latent_cell import cell_readout
-        from icsg.generation.pipeline import batch_to_sites, refined, segmentation_for, segmented_batch
+        from icsg.generation.pipeline import batch_to_sites, refined, segmented_batch
+        from icsg.segmentation.unet_inference import segmentation_for
 
         els = self.unet_meta["elements_Z"]
         seg = segmentation_for(els, "fit", maps="decoded")

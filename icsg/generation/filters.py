@@ -16,7 +16,7 @@ import numpy as np
 from pymatgen.analysis.structure_matcher import StructureMatcher
 from pymatgen.core import Structure
 
-from icsg.evaluation.metrics import default_matcher
+from icsg.metrics import default_matcher
 
 
 def distances_ok(s: Structure, min_distance_A: float = 0.5) -> bool:

@@ -17,8 +17,8 @@ import numpy as np
 from icsg.generation.consistency import Sites, spare_positions
 from icsg.grid import GridSpec
 from icsg.parallel import pmap
-from icsg.segmentation.assign import (assign_elements, class_columns, element_slots, periodic_clusters,
-                                     profile_arrangement)
+from icsg.segmentation.assign import (assign_elements, class_columns, distinct_arrangements, element_slots,
+                                     periodic_clusters, place_slots, profile_arrangement)
 from icsg.segmentation.watershed import SegmentationConfig, check_cell_lengths, find_sites
 
 READINGS = ("fast", "exact")
@@ -36,6 +36,16 @@ class FastReadingConfig:
             (``icsg.segmentation.assign.profile_arrangement``); None = the assignment alone.
         snap_positions: move each site to where the code puts it (the readout's position head,
             ``DensityCodec.snap_positions``); the map's sites are ~0.1 Å off.
+        consistent: choose among candidate readings (``candidates``) the one the readout encoder maps
+            closest to the code's z_read (``DensityCodec``): the amortised form of the exact reading's
+            search through the encoder, one batched encoder pass instead of an optimisation.
+        slot_tols_A: the slot readings among the candidates: the readout's slots (each element at the
+            position the code gives it) placed on the map site matched to each within this distance (Å;
+            0 = the code's positions alone).
+        max_arrangements: orders of the composition over the map's sites offered as candidates (all
+            distinct orders when there are at most this many, else none).
+        alt_compositions: the next most probable compositions of the heads (one element's count changed)
+            whose slot readings join the candidates, for codes whose composition the heads misread.
     """
 
     duplicate_tol_A: float = 1.0
@@ -44,6 +54,10 @@ class FastReadingConfig:
     max_spares: int = 6
     profile_weight: float | None = 1.0
     snap_positions: bool = True
+    consistent: bool = True
+    slot_tols_A: tuple = (0.0, 0.3)
+    max_arrangements: int = 720
+    alt_compositions: int = 3
 
 
 REGIONS = SegmentationConfig(split_by_species=False, species_from="labels")
@@ -100,6 +114,50 @@ def read_one(density: np.ndarray, species: np.ndarray, occupancy: np.ndarray, cl
     return Sites(abc, z, where)
 
 
+def slot_reading(map_sites: Sites | None, slot_Z: np.ndarray, slot_frac: np.ndarray, abc_A: np.ndarray,
+                 spec: GridSpec, tol_A: float) -> Sites:
+    """The readout's slots (elements (n,) at fractional positions (n, 3)) as Sites: each on the map site matched
+    to it within ``tol_A`` (``icsg.segmentation.assign.place_slots``), else where the code puts it."""
+    abc = np.asarray(abc_A, dtype=np.float64)
+    frac = (np.mod(spec.index_to_cartesian(map_sites.centroids_vox, map_sites.abc_A) / map_sites.abc_A, 1.0)
+            if map_sites is not None and len(map_sites.z) else np.zeros((0, 3)))
+    where = place_slots(frac, slot_frac, abc, tol_A)
+    return Sites(abc, np.asarray(slot_Z, np.int64).copy(), spec.cartesian_to_index(where * abc, abc))
+
+
+def runner_up_counts(log_probs: np.ndarray, k: int) -> list[np.ndarray]:
+    """The ``k`` most probable compositions after the best of per-element count log-probabilities (E, K),
+    each the best with one element's count changed (the heads treat the elements as independent)."""
+    best = log_probs.argmax(-1)
+    drop = log_probs.max(-1, keepdims=True) - log_probs  # (E, K) cost of each change
+    drop[np.arange(len(best)), best] = np.inf
+    order = np.argsort(drop, axis=None)[:k]
+    out = []
+    for flat in order:
+        e, c = np.unravel_index(flat, drop.shape)
+        if np.isfinite(drop[e, c]):
+            alt = best.copy()
+            alt[e] = c
+            out.append(alt)
+    return out
+
+
+def candidates(read: Sites | None, slot_Z: np.ndarray, slot_frac: np.ndarray, abc_A: np.ndarray, spec: GridSpec,
+               cfg: FastReadingConfig = FastReadingConfig()) -> list[Sites]:
+    """Readings of one decoded map for the consistency choice: the map reading ``read`` (first), the other
+    distinct orders of its elements over its sites, and the slot readings of ``cfg.slot_tols_A``."""
+    out = []
+    if read is not None:
+        out.append(read)
+        orders = distinct_arrangements(read.z, limit=cfg.max_arrangements)
+        for order in orders if orders is not None else []:
+            if not np.array_equal(order, read.z):
+                out.append(Sites(read.abc_A, order, read.centroids_vox.copy()))
+    if len(slot_Z) and np.all(np.asarray(abc_A) > 0):
+        out += [slot_reading(read, slot_Z, slot_frac, abc_A, spec, tol) for tol in cfg.slot_tols_A]
+    return out
+
+
 def _read(args):
     try:
         return read_one(*args), None
@@ -114,3 +172,4 @@ def read_batch(density: np.ndarray, species: np.ndarray, occupancy: np.ndarray, 
     items = [(density[i], species[i], occupancy[i], class_probs[i], classes_Z, counts[i], elements_Z, cell_A[i], spec,
               cfg) for i in range(len(density))]
     return list(pmap(_read, items, workers=workers, total=len(items), progress=False, chunksize=4))
+

@@ -16,11 +16,15 @@ positions; z_read (this model, ``latent_dim`` numbers) is read by small heads in
     property     the conditioning property (e.g. heat_ref, eV) when the data has it       (B, 1)
     positions    for a site of element Z the map places near fractional x, where the code puts it:
                  x + Δ(z_read, Z, x)                                                     (B, S, 3)
+    slots        the fractional position of the k-th site of element Z, from the code alone (B, S, 3)
 
 The decoded map places sites ~0.1 Å off (the decoder's blur), the code knows them exactly: the position
 head snaps the map's sites onto the code's, the amortised form of fitting positions through the encoder.
 It is trained on the true sites displaced by Gaussian noise of ``position_noise`` (fractional units), so it
-corrects displacements up to a few times that; sites the map puts farther off stay where the map put them.
+corrects displacements up to a few times that. Where the decoder misplaces a site by more (distorted
+cells, whose maps blur the displaced sites into their neighbours), the slot head answers instead: it
+places the sites of each element from z_read alone, the k-th site of an element being the k-th in the
+canonical order of ``canonical_order`` (so that 'the k-th N' names one site of the crystal).
 
 The encoder sees the crystal as a set of sites, as CDVAE's encoder does (it reads atom types and
 positions, not densities): an embedding of each site's Z beside periodic features of its fractional
@@ -39,6 +43,8 @@ from dataclasses import asdict, dataclass
 import keras
 from keras import layers, ops
 
+from icsg.representation.sites import canonical_order
+
 
 @dataclass(frozen=True)
 class ReadoutConfig:
@@ -53,6 +59,7 @@ class ReadoutConfig:
         cell_weight, property_weight: loss weights of the standardised cell (Å) and property MSEs.
         position_weight: loss weight of the position head's squared error (Å²).
         position_noise: std of the displacement (fractional units) the position head learns to undo.
+        slot_weight: loss weight of the slot head's squared error (Å²).
         harmonics: periodic features per coordinate.
         abc_mean_A, abc_std_A, property_mean, property_std: standardisation of the cell and property,
             from the training split.
@@ -69,6 +76,7 @@ class ReadoutConfig:
     property_weight: float = 0.1
     position_weight: float = 100.0
     position_noise: float = 0.04
+    slot_weight: float = 100.0
     harmonics: int = 2
     abc_mean_A: float = 4.0
     abc_std_A: float = 0.3
@@ -149,6 +157,34 @@ def build_position_head(cfg: ReadoutConfig) -> keras.Model:
     return keras.Model([z_in, s_in, q_in], out, name="position_head")
 
 
+def _ranks(site_Z):
+    """(B, S) Z -> (B, S) int: how many earlier sites of the list hold the same element."""
+    s = ops.shape(site_Z)[1]
+    same = ops.cast(ops.equal(ops.expand_dims(site_Z, 2), ops.expand_dims(site_Z, 1)), "int32")
+    earlier = ops.cast(ops.greater(ops.expand_dims(ops.arange(s), 1), ops.expand_dims(ops.arange(s), 0)), "int32")
+    return ops.sum(same * ops.expand_dims(earlier, 0), axis=-1)
+
+
+def build_slot_head(cfg: ReadoutConfig) -> keras.Model:
+    """(z_read (B, D), site Z (B, S) in canonical order) -> fractional positions (B, S, 3) in [0, 1).
+
+    Each site is named by its element and its rank among that element's sites; the head answers
+    (cos 2πx, sin 2πx) per axis, so positions wrap around the cell without a seam."""
+    z_in = keras.Input((cfg.latent_dim,), name="z_read")
+    s_in = keras.Input((cfg.max_sites,), dtype="int32", name="site_Z")
+    zt = layers.Lambda(lambda t: ops.repeat(ops.expand_dims(t, 1), cfg.max_sites, axis=1), name="s_tile")(z_in)
+    e = layers.Embedding(119, cfg.embed_dim, name="s_embed")(s_in)
+    rank = layers.Lambda(lambda t: ops.one_hot(ops.minimum(_ranks(t), cfg.max_count - 1), cfg.max_count),
+                         name="s_rank")(s_in)
+    h = layers.Concatenate(name="s_in")([zt, e, rank])
+    h = layers.Dense(cfg.hidden, activation="relu", name="s_dense0")(h)
+    h = layers.Dense(cfg.hidden, activation="relu", name="s_dense1")(h)
+    cs = layers.Reshape((cfg.max_sites, 3, 2), name="s_cos_sin")(layers.Dense(6, name="s_out")(h))
+    out = layers.Lambda(lambda t: ops.mod(ops.arctan2(t[..., 1], t[..., 0]) / (2 * 3.141592653589793), 1.0),
+                        name="s_frac")(cs)
+    return keras.Model([z_in, s_in], out, name="slot_head")
+
+
 @keras.saving.register_keras_serializable(package="icsg")
 class Readout(keras.Model):
     """Encoder + heads. x = (site Z (B, S), fractional coordinates (B, S, 3), cell (B, 3) Å); the loss
@@ -161,9 +197,11 @@ class Readout(keras.Model):
         self.encoder = build_readout_encoder(self.cfg)
         self.heads = build_readout_heads(self.cfg)
         self.positions = build_position_head(self.cfg)
+        self.slots = build_slot_head(self.cfg)
         self.seed_gen = keras.random.SeedGenerator(seed)
         self.trackers = {k: keras.metrics.Mean(name=k) for k in ("composition_ce", "composition_acc", "cell_mae_A",
-                                                                 "property_mae", "position_rmse_A", "kl")}
+                                                                 "property_mae", "position_rmse_A", "slot_rmse_A",
+                                                                 "kl")}
 
     def build(self, input_shape=None):
         self.built = True
@@ -177,7 +215,7 @@ class Readout(keras.Model):
         query = frac + self.cfg.position_noise * keras.random.normal(ops.shape(frac), seed=self.seed_gen)
         delta = self.positions([z, site_Z, query], training=training)
         return {**self.heads(z, training=training), "mu": mu, "logvar": logvar, "query": query, "delta": delta,
-                "site_Z": site_Z, "frac": frac}
+                "slots": self.slots([z, site_Z], training=training), "site_Z": site_Z, "frac": frac}
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         c = self.cfg
@@ -197,6 +235,9 @@ class Readout(keras.Model):
         miss = (miss - ops.round(miss)) * ops.expand_dims(ops.cast(y["abc_A"], logits.dtype), 1)
         occupied = ops.cast(ops.greater(y_pred["site_Z"], 0), logits.dtype)
         pos_mse = ops.sum(ops.sum(ops.square(miss), -1) * occupied) / ops.maximum(ops.sum(occupied), 1.0)
+        off = y_pred["slots"] - y_pred["frac"]
+        off = (off - ops.round(off)) * ops.expand_dims(ops.cast(y["abc_A"], logits.dtype), 1)
+        slot_mse = ops.sum(ops.sum(ops.square(off), -1) * occupied) / ops.maximum(ops.sum(occupied), 1.0)
         self.trackers["composition_ce"].update_state(ce)
         self.trackers["composition_acc"].update_state(ops.mean(ops.cast(right, logits.dtype)))
         self.trackers["cell_mae_A"].update_state(ops.mean(ops.abs(y_pred["cell"] - abc)) * c.abc_std_A)
@@ -204,7 +245,9 @@ class Readout(keras.Model):
             ops.sum(known * ops.abs(y_pred["property"][:, 0] - prop_z)) / ops.maximum(ops.sum(known), 1.0) * c.property_std)
         self.trackers["kl"].update_state(kl)
         self.trackers["position_rmse_A"].update_state(ops.sqrt(pos_mse))
-        return ce + c.cell_weight * cell_mse + c.property_weight * prop_mse + c.position_weight * pos_mse + c.beta * kl
+        self.trackers["slot_rmse_A"].update_state(ops.sqrt(slot_mse))
+        return (ce + c.cell_weight * cell_mse + c.property_weight * prop_mse + c.position_weight * pos_mse
+                + c.slot_weight * slot_mse + c.beta * kl)
 
     @property
     def metrics(self):
@@ -221,8 +264,8 @@ def build_readout(cfg: ReadoutConfig) -> Readout:
 
 
 def site_arrays(structures, max_sites: int):
-    """(Z (B, max_sites) int32, fractional coordinates (B, max_sites, 3) in [0, 1)) of each crystal's sites,
-    heaviest first, 0-padded; ValueError naming a crystal with more sites."""
+    """(Z (B, max_sites) int32, fractional coordinates (B, max_sites, 3) in [0, 1)) of each crystal's sites in
+    ``canonical_order``, 0-padded; ValueError naming a crystal with more sites."""
     import numpy as np
 
     zs = np.zeros((len(structures), max_sites), dtype=np.int32)
@@ -230,7 +273,7 @@ def site_arrays(structures, max_sites: int):
     for i, s in enumerate(structures):
         if len(s) > max_sites:
             raise ValueError(f"{s.composition.reduced_formula}: {len(s)} sites, the readout takes at most {max_sites}")
-        order = np.argsort([-site.specie.Z for site in s], kind="stable")
+        order = canonical_order([site.specie.Z for site in s], s.frac_coords)
         zs[i, :len(s)] = [s[j].specie.Z for j in order]
         fr[i, :len(s)] = np.mod(s.frac_coords[order], 1.0)
     return zs, fr

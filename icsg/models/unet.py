@@ -15,22 +15,10 @@ the paper's 31 M network is out of reach on 2 cores. The encoder layers are name
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
 
 import keras
 from keras import layers, ops
-
-
-@dataclass(frozen=True)
-class UNetConfig:
-    n_classes: int
-    grid_size: int = 32
-    base_filters: int = 12
-    depth: int = 3
-    log_eps: float = 1e-3
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+from icsg.models.config import UNetConfig  # noqa: F401  (re-exported)
 
 
 @keras.saving.register_keras_serializable(package="icsg")

@@ -26,7 +26,7 @@ from pymatgen.core import Element, Lattice, Structure
 from scipy import ndimage
 
 from icsg.errors import CrystalError
-from icsg.segmentation.merge import merge_periodic_duplicates
+from icsg.representation.merge import merge_periodic_duplicates
 
 
 @dataclass(frozen=True)

@@ -151,3 +151,23 @@ def profile_arrangement(density: np.ndarray, centroids_vox: np.ndarray, abc_A: n
                 else:
                     choice[[i, j]] = choice[[j, i]]
     return cz[choice].astype(np.int64)
+
+
+def place_slots(map_frac: np.ndarray, slot_frac: np.ndarray, abc_A: np.ndarray, tol_A: float) -> np.ndarray:
+    """(n, 3) where each slot's atom goes: the map site matched to it (one map site per slot, least total
+    periodic distance) when that site lies within ``tol_A`` of the slot, else the slot's own position.
+
+    The slots (each an element at a position the code gives) decide which atoms there are; the map
+    confirms or corrects where they sit. ``tol_A`` = 0 ignores the map."""
+    slot_frac = np.mod(np.asarray(slot_frac, dtype=np.float64).reshape(-1, 3), 1.0)
+    map_frac = np.asarray(map_frac, dtype=np.float64).reshape(-1, 3)
+    out = slot_frac.copy()
+    if tol_A <= 0 or len(map_frac) == 0 or len(slot_frac) == 0:
+        return out
+    d = map_frac[:, None, :] - slot_frac[None, :, :]
+    d -= np.round(d)
+    dist = np.sqrt(((d * np.asarray(abc_A, dtype=np.float64)) ** 2).sum(-1))
+    rows, cols = linear_sum_assignment(dist)
+    near = dist[rows, cols] <= tol_A
+    out[cols[near]] = np.mod(map_frac[rows[near]], 1.0)
+    return out

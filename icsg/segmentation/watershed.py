@@ -20,7 +20,7 @@ from skimage.segmentation import watershed
 
 from icsg.grid import GridSpec
 from icsg.segmentation.lattice import lengths_from_coordinates
-from icsg.segmentation.merge import merge_periodic_duplicates
+from icsg.representation.merge import merge_periodic_duplicates
 
 
 @dataclass(frozen=True)

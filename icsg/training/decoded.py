@@ -87,21 +87,7 @@ def decode_dataset(data: str | os.PathLike, out: str | os.PathLike, vae, vae_met
     return new
 
 
-def register_cli(sub) -> None:
-    p = sub.add_parser("decode-dataset", help="copy a prepared dataset with the VAE's reconstructed density maps",
-                       description="Pass every map of a prepared dataset through the VAE (posterior mean) and "
-                                   "write a dataset of the decoded maps with the true labels, for training the "
-                                   "UNet on what it segments at generation time. ~0.04 s per map on 2 cores "
-                                   "(11,356 perov_5 maps: 8 min).")
-    p.add_argument("data", help="dataset folder from 'icsg prepare'")
-    p.add_argument("--out", required=True, help="dataset folder to write (resumable)")
-    p.add_argument("--vae", default=None, help="VAE weights or run folder (default: the shipped weights/)")
-    p.add_argument("--decoded-only", action="store_true", help="do not list the true maps beside the decoded ones")
-    p.add_argument("--batch", type=int, default=16)
-    p.set_defaults(func=_cmd)
-
-
-def _cmd(a) -> int:
+def run_cli(a) -> int:
     from icsg.pretrained import WEIGHTS_DIR, load_vae
 
     vae, meta = load_vae(a.vae or WEIGHTS_DIR)

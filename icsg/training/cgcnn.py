@@ -24,9 +24,10 @@ from tqdm.auto import tqdm
 
 from icsg.data.sources import parse_cif
 from icsg.errors import CrystalError, SourceError
-from icsg.evaluation.metrics import smape_percent
+from icsg.metrics import smape_percent
 from icsg.io import atomic_path, atomic_write_json
 from icsg.models.cgcnn import CGCNN, CGCNNConfig
+from icsg.training.config import CGCNNTrainConfig
 from icsg.models.graphs import GraphConfig, n_atom_features, structure_to_graph
 from icsg.properties import PROPERTIES, PropertySpec, default_data_root
 
@@ -106,19 +107,6 @@ def load_property_data(name: str, data_root: Path | None = None, cache_dir: Path
                 graphs.append(d), ids.append(rid), srcs.append(rel), ys.append(float(v))
     split = np.array([split3(f"{s}:{i}", seed) for s, i in zip(srcs, ids)])
     return PropertyData(prop, graphs, ids, srcs, split, np.array(ys))
-
-
-@dataclass(frozen=True)
-class CGCNNTrainConfig:
-    epochs: int = 100
-    batch_size: int = 128
-    lr: float = 2e-3
-    finetune_lr: float = 1e-3
-    patience: int = 15
-    seed: int = 0
-    n_conv: int = 1
-    hidden: int = 64
-    loss: str = "mse"  # or "l1": the benchmark metric is MAE, and zero-inflated targets (band gap) favour it
 
 
 def _mae(model, loader, mean, std) -> tuple[float, np.ndarray, np.ndarray]:
@@ -326,33 +314,7 @@ def train_all(out_root: Path, props: list[str], cfg: CGCNNTrainConfig, resume: b
     return summary
 
 
-def register_cli(sub) -> None:
-    p = sub.add_parser("train-cgcnn", help="train CGCNN property models on ../shared/data",
-                       description="Train CGCNN regressors. --property all trains formation energy first, then "
-                                   "every other property from scratch and fine-tuned from it, keeping the better "
-                                   "on validation. ~1-5 min per property on 2 CPU cores.")
-    p.add_argument("--property", default="all",
-                   help="all, or a comma-separated list of: " + ", ".join(PROPERTIES))
-    p.add_argument("--out", default="runs/cgcnn", help="run folder (one subfolder per property)")
-    p.add_argument("--data-root", default=None, help="folder with the shared CSVs (default ../shared/data)")
-    p.add_argument("--finetune-from", default=None, help="formation-energy run to fine-tune from (single property)")
-    p.add_argument("--epochs", type=int, default=CGCNNTrainConfig.epochs)
-    p.add_argument("--batch", type=int, default=CGCNNTrainConfig.batch_size)
-    p.add_argument("--lr", type=float, default=CGCNNTrainConfig.lr)
-    p.add_argument("--patience", type=int, default=CGCNNTrainConfig.patience)
-    p.add_argument("--n-conv", type=int, default=CGCNNTrainConfig.n_conv, help="graph convolutions (paper: 1)")
-    p.add_argument("--loss", choices=("mse", "l1"), default="mse",
-                   help="training loss on the standardised target (l1 optimises the reported MAE directly)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--resume", action="store_true")
-    p.add_argument("--ship", default=None, help="write the chosen models to this weights folder")
-    p.add_argument("--threads", type=int, default=1,
-                   help="torch CPU threads (default 1: small graphs gain little from more, and a UNet/VAE "
-                        "run usually shares the machine)")
-    p.set_defaults(func=_cmd)
-
-
-def _cmd(a) -> int:
+def run_cli(a) -> int:
     torch.set_num_threads(a.threads)
     cfg = CGCNNTrainConfig(epochs=a.epochs, batch_size=a.batch, lr=a.lr, patience=a.patience, seed=a.seed,
                            n_conv=a.n_conv, loss=a.loss)

@@ -88,8 +88,11 @@ def plot_log(csv_path: Path, png_path: Path) -> None:
 
 def fit(model_factory, train_ds, val_ds, out_dir, *, epochs: int, steps_per_epoch: int | None,
         resume: bool, patience: int, meta: dict, seed: int, verbose: int = 2, init_weights=None,
-        resume_lr: float | None = None) -> dict:
+        resume_lr: float | None = None, init_partial: bool = False) -> dict:
     """Train with checkpoints; ``model_factory()`` builds and compiles a fresh model.
+
+    ``init_partial``: ``init_weights`` may lack layers of the model (a new head beside trained parts); those
+    keep their fresh initialisation.
 
     A resumed run continues with the Adam state it saved, learning rate included; ``resume_lr`` replaces
     that rate (a second, slower stage of the same run). The run's origin (the command that started it,
@@ -122,7 +125,7 @@ def fit(model_factory, train_ds, val_ds, out_dir, *, epochs: int, steps_per_epoc
         if (out / "last.weights.h5").exists() and not resume:
             raise FileExistsError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
         if init_weights is not None:  # warm start, e.g. from the shipped weights on a fresh machine
-            model.load_weights(init_weights)
+            model.load_weights(init_weights, skip_mismatch=init_partial)
             meta["init_weights"] = str(init_weights)
             from icsg.pretrained import sha256
 

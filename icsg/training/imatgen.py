@@ -3,7 +3,7 @@
 Run folder::
 
     images_{train,val}.npz         cached iMatGen images (float16), slot elements, property
-    cell/, basis/, mvae/           one training run each (icsg.training.fit: checkpoints, resume, logs)
+    cell/, basis/, mvae/           one training run each (icsg.training.loop.fit: checkpoints, resume, logs)
     codes.npz                      standardised crystal codes of train and val (for the GAN)
     imatgen.json                   config, code statistics, property, timings  } the product, shipped
     imatgen_{cell,basis,mvae}.weights.h5                                        } as weights/imatgen*
@@ -23,12 +23,12 @@ import keras
 
 from icsg.data.sources import iter_source
 from icsg.errors import CrystalError, SourceError
-from icsg.generation.crystal_code import CodeStats, CrystalCodec, crystal_images
+from icsg.models.crystal_code import CodeStats, CrystalCodec, crystal_images
 from icsg.io import atomic_copy, atomic_save_npz, atomic_write_json
 from icsg.models.imatgen import (ImatgenModelConfig, build_basis_autoencoder, build_cell_autoencoder,
                                  build_materials_vae)
 from icsg.parallel import pmap
-from icsg.training import fit
+from icsg.training.loop import fit
 
 PARTS = ("cell", "basis", "mvae")
 
@@ -219,34 +219,7 @@ def ship_imatgen(run, weights_dir) -> list[Path]:
     return out
 
 
-def register_cli(sub) -> None:
-    p = sub.add_parser("train-imatgen", help="train the iMatGen-style generator (cell/basis AEs + materials VAE)",
-                       description="Encode crystals as iMatGen images, train the cell and the shared basis "
-                                   "autoencoders, then the materials VAE over the stacked codes with a "
-                                   "below-median-property head. Checkpoints per stage; rerun with --resume. "
-                                   "Cost on one shared CPU core at the defaults: ~18 min for 6000 crystals.")
-    p.add_argument("train", help="training source (CSV with a cif column, CIF folder)")
-    p.add_argument("--val", required=True, help="validation source")
-    p.add_argument("--out", required=True, help="run folder")
-    p.add_argument("--property", default="heat_ref", help="property column for the classification head")
-    p.add_argument("--limit", type=int, default=None, help="use only the first N training crystals")
-    p.add_argument("--val-limit", type=int, default=1000)
-    p.add_argument("--epochs-ae", type=int, default=6)
-    p.add_argument("--epochs-vae", type=int, default=200)
-    p.add_argument("--steps-per-epoch", type=int, default=200)
-    p.add_argument("--batch", type=int, default=32)
-    p.add_argument("--box", type=float, default=ImatgenModelConfig.box_A, help="basis box side (Å)")
-    p.add_argument("--latent", type=int, default=ImatgenModelConfig.latent_dim, help="materials-VAE latent size")
-    p.add_argument("--beta", type=float, default=ImatgenModelConfig.beta, help="KL weight of the materials VAE")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--workers", type=int, default=None)
-    p.add_argument("--resume", action="store_true")
-    p.add_argument("--ship", default=None, help="copy the trained model into this weights folder")
-    p.add_argument("--quiet", action="store_true")
-    p.set_defaults(func=_cmd)
-
-
-def _cmd(a) -> int:
+def run_cli(a) -> int:
     cfg = ImatgenModelConfig(box_A=a.box, latent_dim=a.latent, beta=a.beta)
     meta = train_imatgen(a.train, a.val, a.out, cfg, a.property, a.limit, a.val_limit, a.epochs_ae, a.epochs_vae,
                          a.steps_per_epoch, a.batch, resume=a.resume, seed=a.seed, workers=a.workers,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 
@@ -12,29 +11,8 @@ import keras
 from icsg.data.dataset import VoxelDataset
 from icsg.models.losses import NonzeroRecall, WeightedSpeciesCrossEntropy, class_weights
 from icsg.models.unet import UNetConfig, build_unet
-from icsg.training import fit, voxel_class_counts
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Args:
-        epochs: maximum epochs.
-        batch_size: crystals per step.
-        lr: Adam learning rate.
-        steps_per_epoch: cap on steps per epoch (a random subset each epoch), so
-            checkpoints come often on a CPU; None = the whole split.
-        val_limit: validation crystals evaluated per epoch (None = all).
-        patience: early-stopping patience in epochs (validation loss).
-        seed: seeds weights, shuffling and augmentation.
-    """
-
-    epochs: int = 20
-    batch_size: int = 8
-    lr: float = 1e-3
-    steps_per_epoch: int | None = 200
-    val_limit: int | None = 256
-    patience: int = 5
-    seed: int = 0
+from icsg.training.config import TrainConfig
+from icsg.training.loop import fit, voxel_class_counts
 
 
 def train_unet(data_dir, out_dir, model_cfg: dict | None = None, cfg: TrainConfig = TrainConfig(),
@@ -108,9 +86,13 @@ def train_vae(data_dir, out_dir, unet_location, vae_cfg: dict | None = None, cfg
 
 def train_readout(data_dir, out_dir, readout_cfg: dict | None = None, cfg: TrainConfig = TrainConfig(),
                   resume: bool = False, limit: int | None = None, verbose: int = 2, init_weights=None,
-                  resume_lr: float | None = None) -> dict:
+                  resume_lr: float | None = None, train_only: tuple[str, ...] | None = None) -> dict:
     """Readout encoder + heads (``icsg.models.readout``) on a prepared dataset's site lists, cells and property
-    (no maps). The cell and property are standardised with the training split's statistics, stored in the config."""
+    (no maps). The cell and property are standardised with the training split's statistics, stored in the config.
+
+    ``train_only``: the parts that learn (of 'encoder', 'heads', 'positions', 'slots'); the others keep the
+    weights of ``init_weights``. Training a new head on a frozen encoder keeps the codes, and so the
+    priors fitted to them, valid."""
     import numpy as np
 
     from icsg.models.readout import ReadoutConfig, build_readout
@@ -126,83 +108,23 @@ def train_readout(data_dir, out_dir, readout_cfg: dict | None = None, cfg: Train
                          max_sites=int(train.arrays["site_Z"].shape[1]), **stats, **(readout_cfg or {}))
     meta = {"kind": "readout", "config": rcfg.to_dict(), "grid": man["grid"], "condition": man["condition"],
             "elements_Z": man["elements_Z"], "data": str(data_dir), "train": cfg.__dict__,
-            "n_train": train.n, "n_val": val.n}
+            "n_train": train.n, "n_val": val.n, "train_only": list(train_only) if train_only else None}
+    parts = ("encoder", "heads", "positions", "slots")
+    if train_only and not set(train_only) <= set(parts):
+        raise ValueError(f"train_only must name parts of {parts}, got {train_only}")
+    if train_only and init_weights is None and not resume:
+        raise ValueError("train_only needs init_weights: the frozen parts would keep random weights")
 
     def factory():
         model = build_readout(rcfg)
+        for part in parts:
+            getattr(model, part).trainable = not train_only or part in train_only
         model.compile(optimizer=keras.optimizers.Adam(cfg.lr))
         return model
 
     return fit(factory, train, val, out_dir, epochs=cfg.epochs, steps_per_epoch=cfg.steps_per_epoch,
                resume=resume, patience=cfg.patience, meta=meta, seed=cfg.seed, verbose=verbose,
-               init_weights=init_weights, resume_lr=resume_lr)
-
-
-def register_cli(sub) -> None:
-    def add_common(p):
-        p.add_argument("data", help="dataset folder from 'icsg prepare'")
-        p.add_argument("--out", required=True, help="run folder (checkpoints, log.csv, loss.png)")
-        p.add_argument("--epochs", type=int, default=TrainConfig.epochs)
-        p.add_argument("--batch", type=int, default=TrainConfig.batch_size)
-        p.add_argument("--lr", type=float, default=None,
-                       help="Adam learning rate (default 1e-3); with --resume it replaces the rate the run saved "
-                            "(without --lr a resumed run keeps its own)")
-        p.add_argument("--steps-per-epoch", type=int, default=TrainConfig.steps_per_epoch,
-                       help="steps per epoch (0 = whole split); default 200 so a CPU checkpoints every few minutes")
-        p.add_argument("--val-limit", type=int, default=TrainConfig.val_limit)
-        p.add_argument("--patience", type=int, default=TrainConfig.patience)
-        p.add_argument("--seed", type=int, default=0)
-        p.add_argument("--resume", action="store_true", help="continue from OUT/last.weights.h5 (+ Adam state)")
-        p.add_argument("--init-weights", default=None,
-                       help="start from these weights (e.g. weights/unet.weights.h5) instead of random ones")
-        p.add_argument("--limit", type=int, default=None, help="use only the first N training crystals")
-        p.add_argument("--quiet", action="store_true")
-
-    p = sub.add_parser("train-unet", help="train the 3-D UNet segmenter on a prepared dataset",
-                       description="Train the UNet (class-weighted CE + occupancy BCE, paper eq. 7). "
-                                   "Cost on 2 CPU cores at the default size: ~0.09 s per 32^3 map per step "
-                                   "(batch 4: 0.37 s per step), ~0.02 s per 16^3 window (--crop 16, batch 16: "
-                                   "0.28 s per step).")
-    add_common(p)
-    p.add_argument("--base-filters", type=int, default=UNetConfig.base_filters)
-    p.add_argument("--depth", type=int, default=UNetConfig.depth)
-    p.add_argument("--occupancy-weight", type=float, default=1.0,
-                   help="weight of the occupancy BCE against the species CE (eq. 7 uses 1); the occupancy "
-                        "mask places the sites, so raise it when species come from the density fit")
-    p.add_argument("--crop", type=int, default=0,
-                   help="train on random CROP^3 windows instead of whole maps (0, default); 16^3 windows are 8x "
-                        "cheaper per map but cut the context around each atom (weights/MODEL_CARD.md, step 11)")
-    p.set_defaults(func=_cmd_train_unet)
-
-    p = sub.add_parser("train-vae", help="train the conditional DFC-VAE on a prepared dataset",
-                       description="Train the Cond-DFC-VAE (MSE + β·KL + α·DFC over the frozen UNet's encoder "
-                                   "layers, paper eq. 5). The dataset must have been prepared with --property.")
-    add_common(p)
-    p.add_argument("--unet", default=None, help="trained UNet (run folder or weights folder); omit for no DFC term")
-    p.add_argument("--latent", type=int, default=256)
-    p.add_argument("--filters", default="16,32,64,128", help="encoder filters per level")
-    p.add_argument("--beta", type=float, default=5e-4)
-    p.add_argument("--alpha", type=float, default=1.0)
-    p.add_argument("--coord-weight", type=float, default=1.0,
-                   help="weight of the coordinate channels in the MSE (1 = paper, default); values above 1 "
-                        "starve the density channel (benchmarks/vae_settings.py)")
-    p.add_argument("--density-asinh", type=float, default=0.0, metavar="K",
-                   help="compare asinh(K·M) instead of M in the density error (0 = plain MSE, the paper's); "
-                        "K > 0 makes the light anions' low, broad peaks count (see icsg/models/vae.py)")
-    p.set_defaults(func=_cmd_train_vae)
-
-    p = sub.add_parser("train-readout", help="train the readout encoder (composition, cell, property heads)",
-                       description="Train the readout part of the code (icsg/models/readout.py): a small variational "
-                                   "encoder of a crystal's sites and cell whose heads give each element's count, the "
-                                   "cell lengths and the property, so decoding does not have to guess them from the "
-                                   "density. Seconds per epoch on a CPU (no maps).")
-    add_common(p)
-    p.add_argument("--latent", type=int, default=32, help="size of the readout code (default 32)")
-    p.add_argument("--beta", type=float, default=1e-3, help="KL weight (default 1e-3)")
-    p.add_argument("--cell-weight", type=float, default=30.0, help="weight of the standardised cell MSE (default 30)")
-    p.add_argument("--position-weight", type=float, default=100.0,
-                   help="weight of the position head's squared error in Å² (default 100)")
-    p.set_defaults(func=_cmd_train_readout)
+               init_weights=init_weights, resume_lr=resume_lr, init_partial=bool(train_only))
 
 
 def _train_cfg(a, default_lr: float) -> TrainConfig:
@@ -211,7 +133,7 @@ def _train_cfg(a, default_lr: float) -> TrainConfig:
                        patience=a.patience, seed=a.seed)
 
 
-def _cmd_train_unet(a) -> int:
+def run_train_unet(a) -> int:
     state = train_unet(a.data, a.out, {"base_filters": a.base_filters, "depth": a.depth},
                        _train_cfg(a, 1e-3), resume=a.resume, limit=a.limit, verbose=0 if a.quiet else 2,
                        crop=a.crop or None, init_weights=a.init_weights,
@@ -221,7 +143,7 @@ def _cmd_train_unet(a) -> int:
     return 0
 
 
-def _cmd_train_vae(a) -> int:
+def run_train_vae(a) -> int:
     vcfg = {"latent_dim": a.latent, "filters": tuple(int(f) for f in a.filters.split(",")), "beta": a.beta,
             "alpha": a.alpha if a.unet else 0.0, "coord_weight": a.coord_weight,
             "density_asinh_k": a.density_asinh}
@@ -233,11 +155,13 @@ def _cmd_train_vae(a) -> int:
     return 0
 
 
-def _cmd_train_readout(a) -> int:
-    rcfg = {"latent_dim": a.latent, "beta": a.beta, "cell_weight": a.cell_weight, "position_weight": a.position_weight}
+def run_train_readout(a) -> int:
+    rcfg = {"latent_dim": a.latent, "beta": a.beta, "cell_weight": a.cell_weight, "position_weight": a.position_weight,
+            "slot_weight": a.slot_weight}
     state = train_readout(a.data, a.out, rcfg, _train_cfg(a, 1e-3), resume=a.resume, limit=a.limit,
                           verbose=0 if a.quiet else 2, init_weights=a.init_weights,
-                          resume_lr=a.lr if a.resume else None)
+                          resume_lr=a.lr if a.resume else None,
+                          train_only=tuple(a.train_only.split(",")) if a.train_only else None)
     print(f"best val_loss {state.get('best'):.4f} at epoch {state.get('best_epoch')}; weights in "
           f"{Path(a.out) / 'best.weights.h5'}")
     return 0
