@@ -45,7 +45,7 @@ DATA = HERE.parent.parent / "shared" / "data" / "perov_5"
 def variants(elements_Z) -> dict:
     fit_dec, fit_true = segmentation_for(elements_Z, "fit", "decoded"), segmentation_for(elements_Z, "fit", "true")
     return {
-        ("decoded", "density fit, sites refined (session-5 default)"): replace(fit_dec, prior_weight=0.0,
+        ("decoded", "density fit, sites refined"): replace(fit_dec, prior_weight=0.0,
                                                                             refine_positions=True),
         ("decoded", "density fit, sites at centroids"): replace(fit_dec, prior_weight=0.0),
         ("decoded", "fit + raw UNet probabilities w = 1, centroids"): fit_dec,

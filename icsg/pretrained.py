@@ -11,13 +11,34 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import icsg  # noqa: F401
 from icsg.errors import WeightsError
 
-WEIGHTS_DIR = Path(os.environ.get("ICSG_WEIGHTS", Path(__file__).resolve().parent.parent / "weights"))
+
+
+def shipped_weights_dir() -> Path:
+    """Where the shipped weights are: $ICSG_WEIGHTS if set; else ``weights/`` beside the package in a checkout
+    (an editable install); else ``<prefix>/share/icsg/weights``, where ``pip install .`` puts them
+    (setup.cfg ``[options.data_files]``)."""
+    import sysconfig
+
+    if os.environ.get("ICSG_WEIGHTS"):
+        return Path(os.environ["ICSG_WEIGHTS"])
+    checkout = Path(__file__).resolve().parent.parent / "weights"
+    if (checkout / "vae.json").exists():
+        return checkout
+    for prefix in (sysconfig.get_paths()["data"], sys.prefix, sys.base_prefix):
+        installed = Path(prefix) / "share" / "icsg" / "weights"
+        if (installed / "vae.json").exists():
+            return installed
+    return checkout  # not found: loading names this folder in its error
+
+
+WEIGHTS_DIR = shipped_weights_dir()
 
 
 def sha256(path: str | os.PathLike) -> str:

@@ -82,6 +82,8 @@ def _candidates(folder: Path) -> pd.DataFrame:
     csv = folder / "candidates.csv"
     if csv.exists():
         df = pd.read_csv(csv)
+        if "file" not in df.columns:
+            raise SourceError(f"{csv}: no 'file' column (the CIF of each kept candidate, as 'icsg generate' writes)")
         df = df[df["file"].fillna("").astype(str) != ""].copy()
     else:
         df = pd.DataFrame({"file": sorted(p.name for p in folder.glob("*.cif"))})
