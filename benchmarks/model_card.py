@@ -145,7 +145,11 @@ def _readout(sha256) -> list[str]:
     logs = tr.get("last_logs") or {}
     out = ["## Readout encoder and heads (`weights/readout.weights.h5`)", "",
            "The second part of the code, z_read: a Deep Sets encoder of the crystal's sites and cell with heads for "
-           "the element counts, the cell lengths, the property and the site positions (icsg/models/readout.py).", "",
+           "the element counts, the cell lengths, the property, the site positions (position head) and each "
+           "element's sites from the code alone (slot head) (icsg/models/readout.py)."
+           + (f" The shipped file's last run trained only {', '.join(meta['train_only'])} on the frozen encoder, "
+              "heads and position head of the file it started from (same sha256 as before for those layers), so "
+              "the codes and the priors below did not change." if meta.get("train_only") else ""), "",
            f"- data: `{meta.get('data')}` ({meta.get('n_train')} training / {meta.get('n_val')} validation crystals)",
            f"- command: `{meta.get('command')}`",
            f"- warm start from: `{meta.get('init_weights')}`" if meta.get("init_weights") else None,

@@ -130,7 +130,8 @@ def render(records: dict) -> str:
     for c in cols:
         r = records[c]
         misses = [x for x in r.get("crystals", []) if not x.get("match")]
-        lines.append(f"- {c}: commit {r.get('commit')}, load average {r.get('load_average_before')} before the run; "
+        note = f" ({r['note']})" if r.get("note") else ""
+        lines.append(f"- {c}: commit {r.get('commit')}, load average {r.get('load_average_before')} before the run{note}; "
                      f"{len(misses)} misses, e.g. " + ", ".join(f"{m['formula']} read as {m.get('read')}"
                                                                 for m in misses[:5]) + ".")
     return "\n".join(lines)
