@@ -175,6 +175,10 @@ def _readout(sha256) -> list[str]:
         out.append(f"- `weights/{lp['file']}` (`--prior fitted`): one N(mean, Ledoit-Wolf Σ) per property bin over "
                    f"{lp['maps']} codes of {lp.get('dim')} dimensions (per-dimension std {lp['mean_std']:.3f}); "
                    f"sha256 `{sha256(W / lp['file'])}`")
+        if lp.get("site_counts"):
+            hist = {n: c for n, c in enumerate(lp["site_counts"]) if c}
+            out.append(f"- the same file records the training crystals per number of sites, {hist}: generation "
+                       "(every prior) keeps decoded compositions to these numbers of sites")
     if lc:
         out.append(f"- `weights/{lc['file']}` (exact reading only): ridge regression (α {lc['alpha']:g}) from z_map and "
                    f"the condition to the cell lengths, MAE {lc['train_mae_A']:.4f} Å on its {lc['maps']} maps; sha256 "

@@ -116,7 +116,8 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
                         description="Encode each crystal, decode it from the ground-truth arrays and report "
                                     "cell MAE, site EMD, |Δ n_sites|, species accuracy and match rate.")
     rt.add_argument("sources", nargs="+", help="CSV(.gz) files, CIF files or folders, or mp:CLASS")
-    rt.add_argument("--encoding", choices=["density", "imatgen"], default="density")
+    rt.add_argument("--encoding", choices=["density", "periodic", "imatgen"], default="density",
+                    help="density: the paper's cubic box; periodic: any lattice, a grid over the unit cell; imatgen")
     rt.add_argument("--limit", type=int, default=None, help="use at most N crystals")
     rt.add_argument("--json", default=None, help="write the full result (with every failure) here")
     rt.add_argument("--workers", type=int, default=None, help="worker processes (default: all cores)")

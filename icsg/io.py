@@ -55,9 +55,11 @@ def atomic_save_npz(path: str | os.PathLike, **arrays) -> None:
         np.savez(tmp, **arrays)
 
 
-def load_weights_npz(path: str | os.PathLike, what: str, keys: tuple[str, ...], missing_hint: str) -> dict:
-    """The named arrays of a weights file saved by ``atomic_save_npz``, read without pickle; WeightsError
-    naming the file and ``what`` it holds when it is missing (with ``missing_hint``), truncated or foreign."""
+def load_weights_npz(path: str | os.PathLike, what: str, keys: tuple[str, ...], missing_hint: str,
+                     optional: tuple[str, ...] = ()) -> dict:
+    """The named arrays of a weights file saved by ``atomic_save_npz``, read without pickle (and those of
+    ``optional`` the file has); WeightsError naming the file and ``what`` it holds when it is missing (with
+    ``missing_hint``), truncated or foreign."""
     from icsg.errors import WeightsError
 
     path = Path(path)
@@ -65,7 +67,7 @@ def load_weights_npz(path: str | os.PathLike, what: str, keys: tuple[str, ...], 
         raise WeightsError(f"{path}: {what} missing ({missing_hint})")
     try:
         with np.load(path, allow_pickle=False) as f:
-            return {k: np.asarray(f[k]) for k in keys}
+            return {k: np.asarray(f[k]) for k in keys + tuple(k for k in optional if k in f.files)}
     except Exception as exc:  # zipfile.BadZipFile, KeyError, ValueError on a truncated or foreign file
         raise WeightsError(f"{path}: cannot read {what} ({type(exc).__name__}: {str(exc)[:200]})") from None
 

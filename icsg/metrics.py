@@ -31,6 +31,9 @@ class PairMetrics:
     dn_sites: int
     species_accuracy: float
     match: bool
+    angle_mae_deg: float = float("nan")
+    cell_max_A: float = float("nan")     # largest |Δ| of the three lengths
+    angle_max_deg: float = float("nan")  # largest |Δ| of the three angles
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -62,7 +65,10 @@ def compare(ref: Structure, pred: Structure, matcher: StructureMatcher | None = 
         match = bool(m.fit(ref, pred))
     except Exception:  # pymatgen can fail on degenerate reconstructions; that is a non-match
         match = False
-    return PairMetrics(cell_mae_A(ref, pred), emd, abs(len(ref) - len(pred)), acc, match)
+    dl = np.abs(np.array(ref.lattice.abc) - np.array(pred.lattice.abc))
+    da = np.abs(np.array(ref.lattice.angles) - np.array(pred.lattice.angles))
+    return PairMetrics(float(dl.mean()), emd, abs(len(ref) - len(pred)), acc, match, float(da.mean()),
+                       float(dl.max()), float(da.max()))
 
 
 _REJECTIONS = {"malformed_cif", "empty", "unreadable", "disordered", "non_cubic", "too_many_atoms", "no_radius",
@@ -96,6 +102,9 @@ def summarise(pairs: list[PairMetrics], failures: list[dict], n_total: int) -> d
         "n_accepted": int(n_accepted),
         "n_decoded": len(pairs),
         "cell_mae_A": mean("cell_mae_A"),
+        "cell_max_error_A": float(max((p.cell_max_A for p in pairs), default=float("nan"))),
+        "angle_mae_deg": mean("angle_mae_deg"),
+        "angle_max_error_deg": float(max((p.angle_max_deg for p in pairs), default=float("nan"))),
         "site_emd_A": mean("site_emd_A"),
         "dn_sites": mean("dn_sites"),
         "species_accuracy": mean("species_accuracy"),

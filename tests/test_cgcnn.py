@@ -125,3 +125,32 @@ def test_train_command_loss_options(tmp_path, loss):
     assert json.loads((tmp_path / loss / "model.json").read_text())["train"]["loss"] == loss
     with pytest.raises(ValueError, match="loss must be"):
         train_cgcnn(data, tmp_path / "bad", CGCNNTrainConfig(epochs=1, loss="huber"), progress=False)
+
+
+def test_train_cgcnn_command_trains_and_ships_a_loadable_model(tmp_path, monkeypatch, perovskite):
+    """`icsg train-cgcnn` on a tiny data root laid out as ../shared/data: graphs, training, shipping."""
+    import pandas as pd
+
+    from icsg.cli import main
+    from icsg.training.cgcnn import load_cgcnn
+
+    rng = np.random.default_rng(0)
+    root = tmp_path / "data" / "perov_5"
+    root.mkdir(parents=True)
+    for split, n in (("train", 30), ("val", 10)):
+        rows = []
+        for i in range(n):
+            s = perovskite.copy()
+            s.scale_lattice(s.volume * rng.uniform(0.9, 1.1))
+            s.replace(0, rng.choice(["Sr", "Ba", "Ca"]))
+            rows.append({"material_id": f"{split}-{i}", "cif": s.to(fmt="cif"), "heat_ref": rng.normal(1.0, 0.3)})
+        pd.DataFrame(rows).to_csv(root / f"{split}.csv.gz", index=False)
+    monkeypatch.chdir(tmp_path)  # the graph cache goes to ./runs/cache
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    assert main(["train-cgcnn", "--property", "heat_ref", "--data-root", str(tmp_path / "data"), "--out",
+                 str(tmp_path / "run"), "--epochs", "3", "--batch", "8", "--ship", str(weights)]) == 0
+    assert (tmp_path / "run" / "heat_ref" / "log.csv").exists()
+    model, meta = load_cgcnn(weights / "cgcnn_heat_ref.pt")
+    assert meta["property"] == "heat_ref" and len(list((tmp_path / "runs" / "cache").glob("graphs_*.pt"))) == 2
+    assert main(["train-cgcnn", "--property", "nonsense", "--out", str(tmp_path / "r2")]) != 0

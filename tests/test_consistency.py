@@ -5,7 +5,9 @@ import numpy as np
 import pytest
 from pymatgen.core import Lattice, Structure
 
-from icsg.generation.consistency import ConsistencyConfig, Sites, refine_sites
+from icsg.generation.consistency import Sites, refine_sites
+
+from icsg.generation.search_config import ConsistencyConfig
 from icsg.grid import GridSpec
 from icsg.representation.density import encode, sites_density, vae_input
 

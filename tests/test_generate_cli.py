@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from icsg.cli import main
-from icsg.generation.consistency import ConsistencyConfig
+from icsg.generation.search_config import ConsistencyConfig
 from icsg.pretrained import WEIGHTS_DIR
 
 NEEDED = ["unet.weights.h5", "unet.json", "vae.weights.h5", "vae.json", "readout.weights.h5", "readout.json",
@@ -79,11 +79,11 @@ def test_generate_cli_writes_outputs(generator, tmp_path):
     assert len(table) == 3 and "heat_ref" in table.columns
     assert len(list(out.glob("*.cif"))) == summary["cif_files"]
     assert (out / "density_slices.png").stat().st_size > 0
-    assert summary["prior"] == "flow (temperature 1.0)"
+    assert summary["prior"] == "flow (temperature 1.0, guide 1)"
     out2 = tmp_path / "gen_standard"
     assert main(["generate", "--n", "2", "--prior", "standard", "--out", str(out2), "--no-novelty"]) == 0
     summary = json.loads((out2 / "summary.json").read_text())
-    assert summary["prior"] == "standard (temperature 1.0)"
+    assert summary["prior"] == "standard (temperature 1.0, guide 1)"
 
 
 def test_fast_reading_recovers_a_perovskite_from_its_code(generator, perovskite):
@@ -231,3 +231,25 @@ def test_recall_by_element_names_what_each_element_is_read_as():
     assert set(out) == {"O", "Sr"}
     assert out["Sr"] == {"voxel_share": 0.5, "recall": 0.25, "read_as": "Ca", "read_as_share": 0.5}
     assert out["O"] == {"voxel_share": 0.5, "recall": 1.0, "read_as": None, "read_as_share": 0.0}
+
+
+def test_samples_keep_to_the_training_numbers_of_sites_and_guidance_keeps_the_requested_bin(generator):
+    counts = generator.site_counts  # perov_5: every training crystal has 5 sites
+    assert counts is not None and np.flatnonzero(counts).tolist() == [5]
+    df = generator.sample(4, condition=0)
+    assert (df.loc[df["structure"].notna(), "n_sites"] == 5).all()
+    assert "readout_property" in df
+    generator.guide = 3
+    try:
+        guided = generator.sample(3, condition=0)
+    finally:
+        generator.guide = 1
+    assert len(guided) == 3 and guided["valid"].all()
+    import pandas as pd
+
+    lo = generator.cond["edges"][0]
+    df = pd.DataFrame({"valid": [True, False, True, True], "readout_property": [5.0, 0.0, lo - 0.01, np.nan]})
+    assert generator.rank(df, 0).tolist() == [2, 0, 3, 1]  # in the bin, then nearest it, unknown, invalid last
+    assert generator.rank(df, 0, target=5.0).tolist() == [0, 2, 3, 1]
+    with pytest.raises(ValueError, match="guide must be an integer"):
+        type(generator)(predict=False, guide=0)

@@ -131,3 +131,77 @@ def test_the_consistent_reading_repairs_a_map_reading_with_two_elements_swapped(
     assert d[1] < d[0]
     (chosen, why), = codec.consistent(z_read, [(swapped, None)], counts, logp, cell)
     assert why is None and chosen.z.tolist() == [38, 22, 8, 8, 8]
+
+
+def test_min_separation_is_periodic_and_in_angstrom():
+    from icsg.generation.consistency import Sites
+    from icsg.generation.reading import min_separation_A
+
+    spec, abc = GridSpec(), np.array([4.0, 4.0, 4.0])
+    frac = np.array([[0.02, 0.5, 0.5], [0.97, 0.5, 0.5], [0.5, 0.0, 0.0]])
+    s = Sites(abc, np.array([8, 8, 38]), spec.cartesian_to_index(frac * abc, abc))
+    assert min_separation_A(s, spec) == pytest.approx(0.2, abs=1e-6)  # 0.05 of 4 Å across the boundary
+    one = Sites(abc, np.array([8]), spec.cartesian_to_index(frac[:1] * abc, abc))
+    assert min_separation_A(one, spec) == float("inf")
+
+
+def test_choice_skips_readings_with_atoms_on_top_of_each_other_unless_all_have_them():
+    from icsg.generation.reading import choose
+
+    misfit = np.array([0.1, 0.5, np.inf, 0.9])
+    assert choose(misfit, np.array([0.01, 1.9, 2.0, 2.0]), 0.5) == 1  # the closest code has a 0.01 Å pair
+    assert choose(misfit, np.array([0.01, 0.02, 2.0, 0.03]), 0.5) == 0  # none apart (inf misfit never chosen)
+    assert choose(np.array([np.inf]), np.array([2.0]), 0.5) == -1
+
+
+def test_composition_with_a_given_number_of_sites_is_the_most_probable_one():
+    import itertools
+
+    from icsg.generation.reading import composition_with_total
+
+    rng = np.random.default_rng(0)
+    lp = np.log(rng.dirichlet(np.ones(4), size=5))  # 5 elements, counts 0..3
+    for total in (0, 3, 5, 7):
+        brute = max((lp[np.arange(5), c].sum(), c) for c in itertools.product(range(4), repeat=5) if sum(c) == total)
+        counts, score = composition_with_total(lp, total)
+        assert counts.sum() == total and score == pytest.approx(brute[0])
+        assert np.array_equal(counts, brute[1])
+    assert composition_with_total(lp, 16)[0] is None  # 5 elements hold at most 15 sites
+
+
+def test_site_prior_keeps_a_four_site_reading_to_the_five_sites_the_data_has():
+    from icsg.generation.reading import counts_with_site_prior
+
+    # heads: Sr 1, Ti 1 certain; O 2 (p 0.55) or 3 (p 0.45): the independent argmax has 4 sites
+    lp = np.log(np.array([[1e-6, 1, 1e-6, 1e-6], [1e-6, 1, 1e-6, 1e-6], [1e-6, 1e-6, 0.55, 0.45]]))
+    assert lp.argmax(-1).sum() == 4
+    hist = np.array([0, 0, 0, 0, 0, 100])
+    assert counts_with_site_prior(lp[None], hist)[0].tolist() == [1, 1, 3]
+    both = np.array([0, 0, 0, 0, 100, 100])
+    assert counts_with_site_prior(lp[None], both)[0].tolist() == [1, 1, 2]  # 4 sites allowed and likelier
+
+
+def test_runner_ups_that_keep_the_number_of_sites_move_one_count_between_elements():
+    from icsg.generation.reading import runner_up_counts
+
+    lp = np.log(np.array([[0.1, 0.6, 0.3, 1e-9], [0.05, 0.5, 0.45, 1e-9], [1e-9, 0.1, 0.2, 0.7]]))
+    alts = runner_up_counts(lp, 3, keep_total=True)
+    best = lp.argmax(-1)
+    assert alts and all(a.sum() == best.sum() and np.abs(a - best).sum() == 2 for a in alts)
+    assert alts[0].tolist() == [1, 2, 2]  # the cheapest move: element 1 up (0.45/0.5), element 2 down (0.2/0.7)
+
+
+def test_ionic_contacts_reject_an_anion_on_the_cations_site(perovskite):
+    from icsg.generation.consistency import Sites
+    from icsg.generation.reading import ion_signs, ionic_contacts
+
+    spec, abc = GridSpec(), np.array(perovskite.lattice.abc)
+    z = np.array([s.specie.Z for s in perovskite])
+    vox = spec.cartesian_to_index(perovskite.cart_coords, abc)
+    signs = ion_signs(z)
+    assert ionic_contacts(Sites(abc, z, vox), spec, signs)
+    swapped = z.copy()
+    o, b = int(np.flatnonzero(z == 8)[0]), int(np.flatnonzero(z == 22)[0])
+    swapped[[o, b]] = swapped[[b, o]]  # O on the body centre, Ti on a face
+    assert not ionic_contacts(Sites(abc, swapped, vox), spec, signs)
+    assert ionic_contacts(Sites(abc, swapped, vox), spec, None)  # unknown signs: no preference

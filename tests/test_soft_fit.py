@@ -131,7 +131,7 @@ def test_refinement_with_position_rounds_finds_elements_then_positions():
     """Ba read for Sr at displaced sites: the search fixes the element, the position rounds move the sites
     back and the search that follows starts from candidates at the new positions; without them the sites
     stay where they were read."""
-    from icsg.generation.consistency import ConsistencyConfig
+    from icsg.generation.search_config import ConsistencyConfig
     from icsg.generation.pipeline import DecodedBatch, refined
     from icsg.segmentation.watershed import SegmentationConfig
 
@@ -163,7 +163,8 @@ def test_restart_from_the_segmentation_keeps_the_nearer_reading():
     """A refined reading left far from its code (Ba for Sr, two O as F) is read again from the segmentation
     (the right elements, sites 0.2 Å off): its positions are fitted and it ends nearer, so it is kept; a reading
     below the threshold, a crystal that did not segment and ``restart_above=None`` are left as they were."""
-    from icsg.generation.consistency import ConsistencyConfig, refine_sites
+    from icsg.generation.consistency import refine_sites
+    from icsg.generation.search_config import ConsistencyConfig
     from icsg.generation.pipeline import DecodedBatch, restarted
     from icsg.segmentation.watershed import SegmentationConfig
 
@@ -217,7 +218,8 @@ def test_exact_fit_keeps_the_fitted_cell_only_when_the_code_is_reproduced():
     to the truth and keeps the fitted cell; Sr read as Zr comes back as Sr by the element refit, fitted too; a
     reading with an O missing cannot reproduce the code and gets its read cell back, no farther from the code
     than it came; a crystal that did not segment and ``exact_fit_steps=0`` are left as they were."""
-    from icsg.generation.consistency import ConsistencyConfig, code_distances
+    from icsg.generation.consistency import code_distances
+    from icsg.generation.search_config import ConsistencyConfig
     from icsg.generation.pipeline import DecodedBatch, element_refit_candidates, exact_fits
 
     vae = _VAE()
@@ -316,7 +318,8 @@ def test_site_refit_removes_a_spurious_site_and_merges_a_split_one():
     """The refit's site candidates (``ConsistencyConfig.site_refit``): an O read at a spurious position beside
     the five true sites is removed, and Ti read as two O 0.6 Å apart is merged back into Ti; both then fit
     their code to below ``exact_below`` with the cell right. Without site candidates neither is reproduced."""
-    from icsg.generation.consistency import ConsistencyConfig, code_distances
+    from icsg.generation.consistency import code_distances
+    from icsg.generation.search_config import ConsistencyConfig
     from icsg.generation.pipeline import DecodedBatch, exact_fits
 
     vae = _VAE()

@@ -42,7 +42,7 @@ from icsg.data.filters import FilterConfig, standardise
 from icsg.data.sources import Record
 from icsg.errors import CrystalError
 from icsg.metrics import compare, summarise
-from icsg.generation.consistency import ConsistencyConfig
+from icsg.generation.search_config import ConsistencyConfig
 from icsg.generation.latent_cell import LatentCell
 from icsg.generation.pipeline import (DecodedBatch, batch_to_sites, batch_to_structures, exact_fits, refined,
                                       restarted, segmented_batch, structures_from_sites, with_calibrated_probs)
@@ -140,6 +140,42 @@ def _search_summary(refine, log, residuals, n) -> dict:
     return out
 
 
+def _on_true_maps(unet, unet_meta, x, chunk, spec, seg_true, batch_size, rotations, workers, confusion,
+                  pairs_true, fails_true) -> tuple[int, int]:
+    """What the UNet + segmentation alone reach on the true maps (read by the density alone, no class prior):
+    appends to ``pairs_true`` / ``fails_true`` and ``confusion``; returns (non-zero hits, non-zero voxels)."""
+    true_s = np.stack([e.species for _, _, e in chunk])
+    species_t, occ_t = segment_maps(unet, x[..., 0], unet_meta["elements_Z"], batch_size, rotations)
+    on_true = DecodedBatch(x[..., 0], x[..., 1:], species_t, occ_t)
+    _confusion(species_t, true_s, confusion)
+    for (r, s, _), (pred, why) in zip(chunk, batch_to_structures(on_true, spec, seg_true, workers=workers)):
+        if pred is not None:
+            pairs_true.append(compare(s, pred))
+        else:
+            fails_true.append({"id": r.id, "reason": "decode_failed", "detail": why})
+    return _recall(species_t, true_s)
+
+
+def _with_true_occupancy(raw, class_weights, chunk, spec, seg, workers, pairs_occ, fails_occ) -> None:
+    """The true regions, but species as the pipeline reads them from the decoded map (never the true labels);
+    the true mask also stands in for the UNet's occupancy in the "no atom" probability."""
+    true_occ = np.stack([e.occupancy for _, _, e in chunk]).astype(np.float32)
+    with_true_occ = with_calibrated_probs(replace(raw, occupancy=true_occ), class_weights)
+    for (r, s, _), (pred, why) in zip(chunk, batch_to_structures(with_true_occ, spec, seg, workers=workers)):
+        if pred is not None:
+            pairs_occ.append(compare(s, pred))
+        else:
+            fails_occ.append({"id": r.id, "reason": "decode_failed", "detail": why})
+
+
+def _map_errors(sq_err, dens_err, dens_sum, dens_sq) -> dict:
+    """The VAE's map MSE (all channels, density) and the MSE of predicting every map by the mean map."""
+    k = len(dens_err)
+    return {"vae_mse": float(np.mean(sq_err)) if sq_err else float("nan"),
+            "vae_density_mse": float(np.mean(dens_err)) if dens_err else float("nan"),
+            "mean_map_density_mse": float(np.mean(dens_sq / k - (dens_sum / k) ** 2)) if k else float("nan")}
+
+
 def reconstruct(records: list[Record], vae, vae_meta: dict, unet, unet_meta: dict, batch_size: int = 16,
                 workers: int = 1, progress: bool = True, species_from: str = "fit",
                 rotations: int = TTA_ROTATIONS, refine: ConsistencyConfig | None = ConsistencyConfig(),
@@ -173,32 +209,15 @@ def reconstruct(records: list[Record], vae, vae_meta: dict, unet, unet_meta: dic
         dens_sum = dens_sum + x[..., 0].astype(np.float64).sum(0)
         dens_sq = dens_sq + (x[..., 0].astype(np.float64) ** 2).sum(0)
         true_s = np.stack([e.species for _, _, e in chunk])
-        # true maps are read by the density alone (no class prior): the UNet's softmax is not kept
-        species_t, occ_t = segment_maps(unet, x[..., 0], unet_meta["elements_Z"], batch_size, rotations)
-        on_true = DecodedBatch(x[..., 0], x[..., 1:], species_t, occ_t)
-        h, t = _recall(species_t, true_s)
+        h, t = _on_true_maps(unet, unet_meta, x, chunk, spec, seg_true, batch_size, rotations, workers, confusion,
+                             pairs_true, fails_true)
         hits, total = hits + h, total + t
-        _confusion(species_t, true_s, confusion)
-        # the segmentation of true maps: what the UNet + segmentation alone reach
-        for (r, s, _), (pred, why) in zip(chunk, batch_to_structures(on_true, spec, seg_true, workers=workers)):
-            if pred is not None:
-                pairs_true.append(compare(s, pred))
-            else:
-                fails_true.append({"id": r.id, "reason": "decode_failed", "detail": why})
         raw = segmented_batch(unet, recon[..., 0], recon[..., 1:], unet_meta["elements_Z"], batch_size, rotations)
         cw = unet_meta.get("class_weights")
         if cell is not None:  # the cell read from the code (icsg.generation.latent_cell), not the coordinates
             raw = replace(raw, cell_A=cell.predict(mu, cond))
         dec = with_calibrated_probs(raw, cw)
-        # the true regions, but species as the pipeline reads them from the decoded map (never the true labels);
-        # the true mask also stands in for the UNet's occupancy in the "no atom" probability
-        true_occ = np.stack([e.occupancy for _, _, e in chunk]).astype(np.float32)
-        with_true_occ = with_calibrated_probs(replace(raw, occupancy=true_occ), cw)
-        for (r, s, _), (pred, why) in zip(chunk, batch_to_structures(with_true_occ, spec, seg, workers=workers)):
-            if pred is not None:
-                pairs_occ.append(compare(s, pred))
-            else:
-                fails_occ.append({"id": r.id, "reason": "decode_failed", "detail": why})
+        _with_true_occupancy(raw, cw, chunk, spec, seg, workers, pairs_occ, fails_occ)
         h, t = _recall(dec.species, true_s)
         hits_d, total_d = hits_d + h, total_d + t
         sites = _search(vae, batch_to_sites(dec, spec, seg, workers=workers), chunk, dec, mu, cond, spec, seg, refine, log)
@@ -215,10 +234,7 @@ def reconstruct(records: list[Record], vae, vae_meta: dict, unet, unet_meta: dic
         bar.update(len(chunk))
     bar.close()
     out = summarise(pairs, failures, len(records))
-    out["vae_mse"] = float(np.mean(sq_err)) if sq_err else float("nan")
-    out["vae_density_mse"] = float(np.mean(dens_err)) if dens_err else float("nan")
-    k = len(dens_err)
-    out["mean_map_density_mse"] = float(np.mean(dens_sq / k - (dens_sum / k) ** 2)) if k else float("nan")
+    out.update(_map_errors(sq_err, dens_err, dens_sum, dens_sq))
     out["unet_nonzero_recall"] = hits / total if total else float("nan")
     out["unet_nonzero_recall_decoded"] = hits_d / total_d if total_d else float("nan")
     out["unet_recall_by_element"] = recall_by_element(confusion)

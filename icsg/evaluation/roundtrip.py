@@ -1,8 +1,8 @@
 """Encode -> decode from the ground-truth arrays -> compare: the representation's intrinsic error.
 
 No network is involved, so these numbers bound every model trained on the encoding.
-Density encoding: decoded from (S, C) with M for optional weighting; iMatGen: from
-the cell and basis images.
+Density encoding: decoded from (S, C) with M for optional weighting; periodic (any lattice): from (M, S, C)
+(``icsg.representation.periodic``); iMatGen: from the cell and basis images.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from icsg.grid import GridSpec
 from icsg.parallel import pmap
 from icsg.representation.density import encode
 from icsg.representation.imatgen import ImatgenSpec, decode_imatgen, encode_imatgen
+from icsg.representation.periodic import PeriodicGrid, decode_periodic, encode_periodic
 from icsg.segmentation.watershed import SegmentationConfig, decode_structure
 
 
@@ -27,6 +28,7 @@ class RoundtripConfig:
     grid: GridSpec = field(default_factory=GridSpec)
     segmentation: SegmentationConfig = field(default_factory=SegmentationConfig)
     imatgen: ImatgenSpec = field(default_factory=ImatgenSpec)
+    periodic: PeriodicGrid = field(default_factory=PeriodicGrid)
     filters: FilterConfig = field(default_factory=FilterConfig)
 
 
@@ -35,6 +37,9 @@ def _one(args):
     if rec.error is not None:
         return rec.id, None, rec.error
     try:
+        if cfg.encoding == "periodic":  # any lattice: its own canonical cell, no cubic standardisation
+            e = encode_periodic(rec.structure, cfg.periodic, item=rec.id)
+            return rec.id, compare(e.structure, decode_periodic(e.density, e.species, e.coords, cfg.periodic)), None
         s = standardise(rec.structure, rec.id, cfg.filters)
         if cfg.encoding == "density":
             e = encode(s, cfg.grid, item=rec.id)
@@ -43,7 +48,7 @@ def _one(args):
             e = encode_imatgen(s, cfg.imatgen, item=rec.id)
             pred = decode_imatgen(e.cell, e.basis, e.elements, cfg.imatgen)
         else:
-            raise ValueError(f"unknown encoding '{cfg.encoding}' (density or imatgen)")
+            raise ValueError(f"unknown encoding '{cfg.encoding}' (density, periodic or imatgen)")
         return rec.id, compare(s, pred), None
     except CrystalError as err:
         return rec.id, None, err

@@ -134,7 +134,7 @@ def make_generator(model: str = "cond-dfc-vae", weights_dir: str | os.PathLike =
         raise ValueError(f"unknown model {model!r} (choose from {', '.join(MODELS)})")
     if model in ("imatgen", "ccdcgan"):
         # options of the voxel pipeline (reading, latent prior) do not apply: asking for them is an error
-        bad = [k for k in ("workers", "reading", "exact", "prior", "temperature") if k in kwargs]
+        bad = [k for k in ("workers", "reading", "exact", "prior", "temperature", "guide") if k in kwargs]
         if bad:
             raise ValueError(f"{bad[0]!r} applies to the cond-dfc-vae model only, not {model}")
         return (ImatgenGenerator if model == "imatgen" else CCDCGANGenerator)(weights_dir, **kwargs)

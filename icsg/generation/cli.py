@@ -15,7 +15,7 @@ from icsg.pretrained import WEIGHTS_DIR
 from icsg.properties import PROPERTIES
 
 CSV_COLUMNS = ["file", "formula", "a_A", "b_A", "c_A", "n_sites", "condition", "valid", "charge_neutral",
-               "novel", "pass_property", "kept"]
+               "novel", "pass_property", "kept", "readout_property"]
 
 
 def _base_structure(spec: str, data_csv: str | None):
@@ -66,7 +66,7 @@ def slice_sheet(slices: np.ndarray, path: Path, titles: list[str] | None = None,
 
 
 # options of the voxel pipeline and their defaults: set away from the default for a model without one, an error
-VOXEL_OPTIONS = {"workers": 1, "reading": "fast", "prior": "flow", "temperature": 1.0}
+VOXEL_OPTIONS = {"workers": 1, "reading": "fast", "prior": "flow", "temperature": 1.0, "guide": 1}
 
 
 def _voxel_options(a, conditional: bool) -> dict:
@@ -78,28 +78,8 @@ def _voxel_options(a, conditional: bool) -> dict:
     return {}
 
 
-def run_generate(a) -> dict:
-    from icsg.generation.generator import apply_filters, load_training_set
-
-    out = Path(a.out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".icsg_write_test"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as exc:
-        raise SourceError(f"{out}: output directory cannot be written ({exc.strerror})") from None
-    if a.n is not None and a.n <= 0:
-        raise ValueError(f"--n must be positive, got {a.n}")
-    t0 = time.perf_counter()
-    from icsg.generation.baselines import make_generator
-
-    conditional = a.model == "cond-dfc-vae"
-    if not conditional and a.condition is not None:
-        raise ValueError(f"--condition needs --model cond-dfc-vae ({a.model} is not property-conditioned); "
-                         "--target sets the property window only")
-    gen = make_generator(a.model, a.weights, seed=a.seed, batch_size=a.batch,
-                         **_voxel_options(a, conditional))
+def _draw(gen, a, conditional: bool):
+    """(results table, base crystal or None, property target or None, mode) of the requested sampling mode."""
     prop = gen.condition_property
     base, target, mode = None, None, "random"
     if a.interpolate:
@@ -128,17 +108,49 @@ def run_generate(a) -> dict:
     else:
         target = a.target
         df = gen.sample(a.n or 100)
-    training = None
-    if not a.no_novelty:
-        train_csv = a.train or gen.train_source
-        if train_csv and not Path(train_csv).exists() and not Path(train_csv).is_absolute():
-            repo_relative = Path(__file__).resolve().parents[2] / train_csv
-            train_csv = str(repo_relative) if repo_relative.exists() else train_csv
-        if train_csv and Path(train_csv).exists():
-            training = load_training_set(train_csv)
-        else:
-            print(f"icsg generate: novelty filter skipped (training set {train_csv!r} not found; pass --train)",
-                  file=sys.stderr)
+    return df, base, target, mode
+
+
+def _training_set(train_csv):
+    """The training crystals for the novelty filter, or None (with a warning) when the file is missing;
+    a relative path is also looked up in the checkout."""
+    from icsg.generation.generator import load_training_set
+
+    if train_csv and not Path(train_csv).exists() and not Path(train_csv).is_absolute():
+        repo_relative = Path(__file__).resolve().parents[2] / train_csv
+        train_csv = str(repo_relative) if repo_relative.exists() else train_csv
+    if train_csv and Path(train_csv).exists():
+        return load_training_set(train_csv)
+    print(f"icsg generate: novelty filter skipped (training set {train_csv!r} not found; pass --train)",
+          file=sys.stderr)
+    return None
+
+
+def run_generate(a) -> dict:
+    from icsg.generation.generator import apply_filters
+
+    out = Path(a.out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".icsg_write_test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise SourceError(f"{out}: output directory cannot be written ({exc.strerror})") from None
+    if a.n is not None and a.n <= 0:
+        raise ValueError(f"--n must be positive, got {a.n}")
+    t0 = time.perf_counter()
+    from icsg.generation.baselines import make_generator
+
+    conditional = a.model == "cond-dfc-vae"
+    if not conditional and a.condition is not None:
+        raise ValueError(f"--condition needs --model cond-dfc-vae ({a.model} is not property-conditioned); "
+                         "--target sets the property window only")
+    gen = make_generator(a.model, a.weights, seed=a.seed, batch_size=a.batch,
+                         **_voxel_options(a, conditional))
+    prop = gen.condition_property
+    df, base, target, mode = _draw(gen, a, conditional)
+    training = None if a.no_novelty else _training_set(a.train or gen.train_source)
     funnel = apply_filters(df, target, prop, base, training, a.window)
     written = []
     for i, row in df.iterrows():
@@ -165,7 +177,8 @@ def run_generate(a) -> dict:
         "wall_seconds": seconds, "crystals_per_second": len(df) / seconds,
         "decode_seconds": df.attrs["seconds"], "seed": a.seed,
         "reading": a.reading if conditional else None,
-        "prior": (f"{a.prior} (temperature {a.temperature})" if mode == "random" and conditional else None),
+        "prior": (f"{a.prior} (temperature {a.temperature}, guide {a.guide})" if mode == "random" and conditional
+                  else None),
         "weights": str(a.weights), "note": "properties are CGCNN predictions, not DFT",
     }
     atomic_write_json(out / "summary.json", summary)
@@ -209,6 +222,9 @@ def register_cli(sub) -> None:
                         "weights/vae_prior.npz) or N(0, I) (standard, paper)")
     p.add_argument("--temperature", type=float, default=1.0,
                    help="random mode: scale of the prior's noise (default 1)")
+    p.add_argument("--guide", type=int, default=1,
+                   help="random mode: decode this many codes per crystal and keep those the readout puts nearest "
+                        "the requested property (default 1: no guidance; costs GUIDE times the decoding)")
     p.add_argument("--weights", default=str(WEIGHTS_DIR))
     p.add_argument("--data", default=None, help="CSV to look base ids up in")
     p.add_argument("--train", default=None, help="training CSV for the novelty filter (default: the VAE's)")

@@ -18,7 +18,8 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from icsg.generation.reading import READINGS, FastReadingConfig, candidates, read_batch
+from icsg.generation.reading import (READINGS, FastReadingConfig, candidates, choose, counts_with_site_prior,
+                                    ion_signs, ionic_contacts, min_separation_A, read_batch)
 from icsg.grid import GridSpec
 
 
@@ -108,29 +109,51 @@ class DensityCodec:
             new = np.mod(fr[row, :len(s.z)] + delta[row, :len(s.z)], 1.0)
             s.centroids_vox = self.spec.cartesian_to_index(new * s.abc_A, s.abc_A)
 
-    def misfit(self, z_read: np.ndarray, sites: list) -> np.ndarray:
-        """(len(sites),) squared distance between each reading's readout code (posterior mean of its sites and
-        cell) and the z_read it was read from (row i for ``sites[i]``); inf for a reading the encoder cannot take."""
+    def read_codes(self, sites: list) -> tuple[list[int], np.ndarray]:
+        """(indices of the Sites the readout encoder can take, their readout codes (k, latent) = posterior means
+        of their sites and cell)."""
         idx, zs, fr = self._site_rows(sites)
+        if not idx:
+            return idx, np.zeros((0, self.code_dim - self.map_dim), np.float32)
+        abc = np.stack([sites[i].abc_A for i in idx]).astype(np.float32)
+        mu, _ = self.readout.encoder.predict([zs, fr, abc], batch_size=1024, verbose=0)
+        return idx, np.asarray(mu)
+
+    def misfit(self, z_read: np.ndarray, sites: list) -> np.ndarray:
+        """(len(sites),) squared distance between each reading's readout code and the z_read it was read from
+        (row i for ``sites[i]``); inf for a reading the encoder cannot take."""
+        idx, mu = self.read_codes(sites)
         out = np.full(len(sites), np.inf)
         if idx:
-            abc = np.stack([sites[i].abc_A for i in idx]).astype(np.float32)
-            mu, _ = self.readout.encoder.predict([zs, fr, abc], batch_size=1024, verbose=0)
-            out[idx] = ((np.asarray(mu) - np.asarray(z_read, np.float32)[idx]) ** 2).sum(1)
+            out[idx] = ((mu - np.asarray(z_read, np.float32)[idx]) ** 2).sum(1)
+        return out
+
+    def read_property(self, sites: list) -> np.ndarray:
+        """(len(sites),) the readout's estimate of the conditioning property of each crystal (its code's
+        property head; NaN where there is no crystal): a second opinion beside the CGCNN, cheap enough to rank
+        many samples with."""
+        idx, mu = self.read_codes(sites)
+        out = np.full(len(sites), np.nan)
+        if idx:
+            out[idx] = self.heads(mu)[3]
         return out
 
     def consistent(self, z_read: np.ndarray, items: list, counts: np.ndarray, count_logp: np.ndarray,
-                   cell_A: np.ndarray) -> list:
+                   cell_A: np.ndarray, keep_total: bool = False) -> list:
         """[(Sites or None, reason)]: for each crystal, of the map reading in ``items``, the other orders of its
         elements and the slot readings (``icsg.generation.reading.candidates``), also of the heads' runner-up
         compositions, the one whose readout code is closest to z_read, positions snapped first when the fast
-        reading snaps."""
+        reading snaps; readings with atoms closer than ``min_separation_A`` only when every one has them.
+        ``keep_total`` (generation: codes from a prior, compositions kept to the training numbers of sites):
+        the runner-up compositions keep the number of sites, and ionic readings are preferred
+        (``FastReadingConfig.ionic``); codes of real crystals choose by the code alone."""
         from icsg.generation.reading import runner_up_counts, slot_reading
 
         slots = self.slots(z_read, counts)
         cands = [candidates(s, *slots[i], cell_A[i], self.spec, self.fast) for i, (s, _) in enumerate(items)]
         if self.fast.alt_compositions:
-            alts = [runner_up_counts(lp, self.fast.alt_compositions) for lp in count_logp]
+            alts = [runner_up_counts(lp, self.fast.alt_compositions, c, keep_total)
+                    for lp, c in zip(count_logp, counts)]
             rows = [i for i, a in enumerate(alts) for _ in a]
             if rows:
                 alt_slots = self.slots(np.asarray(z_read)[rows], np.stack([c for a in alts for c in a]))
@@ -145,13 +168,15 @@ class DensityCodec:
         if self.fast.snap_positions:
             self.snap_positions(np.asarray(z_read)[owner], flat)
         d = self.misfit(np.asarray(z_read)[owner], flat)
+        sep = np.array([min_separation_A(c, self.spec) for c in flat])
+        ionic = (np.array([ionic_contacts(c, self.spec, ion_signs(c.z)) for c in flat])
+                 if self.fast.ionic and keep_total else None)
         out, start = [], 0
         for i, cs in enumerate(cands):
-            if cs:
-                best = start + int(np.argmin(d[start:start + len(cs)]))
-                out.append((flat[best], None) if np.isfinite(d[best]) else items[i])
-            else:
-                out.append(items[i])
+            part = slice(start, start + len(cs))
+            k = (choose(d[part], sep[part], self.fast.min_separation_A, None if ionic is None else ionic[part])
+                 if cs else -1)
+            out.append((flat[start + k], None) if k >= 0 else items[i])
             start += len(cs)
         return out
 
@@ -186,9 +211,12 @@ class DensityCodec:
 
     # --- decoding -------------------------------------------------------------------------------------
     def decode(self, z: np.ndarray, cond: np.ndarray, reading: str = "fast", exact=None,
-               progress: bool = False) -> Decoded:
+               progress: bool = False, site_counts: np.ndarray | None = None) -> Decoded:
         """Codes (B, code_dim) under one-hot conditions (B, K) -> crystals, in batches of ``batch_size``.
-        ``exact``: a ``ConsistencyConfig`` for reading='exact' (default: its defaults)."""
+        ``exact``: a ``ConsistencyConfig`` for reading='exact' (default: its defaults). ``site_counts``
+        (training crystals per number of sites) keeps the fast reading's compositions to numbers of sites the
+        data has (``icsg.generation.reading.counts_with_site_prior``): for codes drawn from a prior, which
+        can fall between the codes of real crystals; None reads the heads as they are (reconstruction)."""
         from tqdm.auto import tqdm
 
         if reading not in READINGS:
@@ -197,20 +225,22 @@ class DensityCodec:
         with tqdm(total=len(z), desc=f"decoding ({reading})", unit="crystal", disable=not progress) as bar:
             for i in range(0, len(z), self.batch_size):
                 parts.append(self._decode_chunk(z[i:i + self.batch_size], cond[i:i + self.batch_size], reading,
-                                                exact))
+                                                exact, site_counts))
                 bar.update(len(parts[-1].structures))
         n = self.spec.size
         return Decoded(*[sum((getattr(p, f) for p in parts), []) for f in ("structures", "reasons", "sites")],
                        np.concatenate([p.property_pred for p in parts]) if parts else np.zeros(0),
                        np.concatenate([p.slices for p in parts]) if parts else np.zeros((0, n, n)))
 
-    def _decode_chunk(self, z, cond, reading, exact) -> Decoded:
+    def _decode_chunk(self, z, cond, reading, exact, site_counts=None) -> Decoded:
         from icsg.generation.pipeline import structures_from_sites
         from icsg.segmentation.unet_inference import calibrated_class_probs, class_to_z, segment_maps
 
         z_map, z_read = self.split(z)
         cond = np.asarray(cond, np.float32)
         counts, count_logp, cell, prop = self.heads(z_read)
+        if site_counts is not None:
+            counts = counts_with_site_prior(count_logp, site_counts)
         x = np.asarray(self.vae.decoder.predict([z_map, cond], batch_size=self.batch_size, verbose=0))
         els = self.unet_meta["elements_Z"]
         if reading == "exact":
@@ -222,7 +252,7 @@ class DensityCodec:
             items = read_batch(x[..., 0], species, occ, probs, class_to_z(els), counts,
                                self.readout_cfg.elements_Z, cell, self.spec, self.fast, self.workers)
             if self.fast.consistent:
-                items = self.consistent(z_read, items, counts, count_logp, cell)
+                items = self.consistent(z_read, items, counts, count_logp, cell, site_counts is not None)
             elif self.fast.snap_positions:
                 self.snap_positions(z_read, [s for s, _ in items])
             from icsg.segmentation.watershed import SegmentationConfig
@@ -234,7 +264,7 @@ class DensityCodec:
 
     def _exact(self, x, z_map, cond, cfg):
         """The search reading (``icsg.generation.pipeline.refined``) with the settings it was measured with."""
-        from icsg.generation.consistency import ConsistencyConfig
+        from icsg.generation.search_config import ConsistencyConfig
         from icsg.generation.latent_cell import cell_readout
         from icsg.generation.pipeline import batch_to_sites, refined, segmented_batch
         from icsg.segmentation.unet_inference import segmentation_for

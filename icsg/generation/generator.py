@@ -24,7 +24,7 @@ from icsg.data.dataset import property_bin
 from icsg.data.filters import FilterConfig, standardise
 from icsg.errors import SourceError
 from icsg.generation import filters as F
-from icsg.generation.consistency import ConsistencyConfig
+from icsg.generation.search_config import ConsistencyConfig
 from icsg.generation.latent_prior import PRIOR_FILE, PRIORS, load_latent_prior
 from icsg.generation.reading import READINGS
 from icsg.generation.sampling import interpolate, sample_around, sample_prior
@@ -46,11 +46,14 @@ class Generator:
             Gaussian fitted to the codes of the requested property bin (``vae_prior.npz``,
             ``icsg.generation.latent_prior``); or 'standard', the paper's N(0, I).
         temperature: scales the spread of the prior's noise (1 = as fitted).
+        guide: ``sample`` draws this many codes per crystal asked for, decodes them all and keeps those whose
+            decoded crystal the readout puts nearest the requested property (inside the requested bin first;
+            ``Generator.rank``); 1 = no guidance. Costs ``guide`` times the decoding.
     """
 
     def __init__(self, weights_dir: str | os.PathLike = WEIGHTS_DIR, predict: bool = True, seed: int = 0,
                  batch_size: int = 16, workers: int = 1, reading: str = "fast", exact: ConsistencyConfig | None = None,
-                 prior: str = "flow", temperature: float = 1.0):
+                 prior: str = "flow", temperature: float = 1.0, guide: int = 1):
         from icsg.generation.codec import DensityCodec
 
         if prior not in PRIORS:
@@ -67,6 +70,9 @@ class Generator:
         self.rng = np.random.default_rng(seed)
         self.batch_size, self.reading, self.exact = batch_size, reading, exact
         self.prior_name, self.temperature = prior, float(temperature)
+        if not isinstance(guide, (int, np.integer)) or guide < 1:
+            raise ValueError(f"guide must be an integer >= 1, got {guide!r}")
+        self.guide = int(guide)
         self._prior_path = Path(weights_dir) / PRIOR_FILE
         self.predictor = None
         if predict:
@@ -83,6 +89,14 @@ class Generator:
 
             return load_flow_prior(self._prior_path.parent, self.latent_dim)
         return load_latent_prior(self._prior_path, self.latent_dim) if self.prior_name == "fitted" else None
+
+    @cached_property
+    def site_counts(self) -> np.ndarray | None:
+        """Training crystals per number of sites (from ``vae_prior.npz``, whatever the prior), which keeps
+        decoded compositions to the numbers of sites the data has; None when the file has no such record."""
+        if not self._prior_path.exists():
+            return None
+        return load_latent_prior(self._prior_path).site_counts
 
     # --- conditions ----------------------------------------------------------------
     @property
@@ -131,14 +145,36 @@ class Generator:
         """n crystals for one property bin (or the bin of ``target``), z from the generator's prior."""
         _check_n(n)
         k = self.bin_of(target) if target is not None else (self.n_bins // 2 if condition is None else condition)
-        cond = self._onehot(k, n)  # checks the bin first
+        m = n * self.guide
+        cond = self._onehot(k, m)  # checks the bin first
         if self.prior_name == "flow" and target is not None:  # the flow follows the value, not only its bin
-            z = self.latent_prior.sample(n, self.rng, self.temperature, value=target)
+            z = self.latent_prior.sample(m, self.rng, self.temperature, value=target)
         elif self.latent_prior is not None:
-            z = self.latent_prior.sample(n, self.rng, self.temperature, condition=k)
+            z = self.latent_prior.sample(m, self.rng, self.temperature, condition=k)
         else:
-            z = sample_prior(n, self.latent_dim, self.rng)
-        return self.decode(z, cond, [k] * n)
+            z = sample_prior(m, self.latent_dim, self.rng)
+        df = self.decode(z, cond, [k] * m)
+        if self.guide == 1:
+            return df
+        order = self.rank(df, k, target)[:n]
+        out = df.iloc[order].reset_index(drop=True)
+        out.attrs.update(df.attrs)
+        return out
+
+    def rank(self, df: pd.DataFrame, k: int, target: float | None = None) -> np.ndarray:
+        """Row order of ``df`` for guided sampling: crystals that decoded with their atoms apart first, then,
+        for a ``target``, by the distance of the readout's property estimate (``readout_property``) from it;
+        for bin ``k`` alone, by how far the estimate lies outside the bin (0 inside: within the bin the draws
+        keep their random order, so guidance does not pull every sample to the bin's most typical crystals)."""
+        edges = [self.cond["train_min"]] + list(self.cond["edges"]) + [self.cond["train_max"]]
+        v = df["readout_property"].to_numpy(float)
+        if target is None:
+            miss = np.maximum(edges[k] - v, 0) + np.maximum(v - edges[k + 1], 0)
+        else:
+            miss = np.abs(v - target)
+        miss = np.where(np.isfinite(v), miss, np.inf)
+        bad = ~df["valid"].to_numpy(bool)
+        return np.lexsort((np.arange(len(df)), miss, bad))
 
     def around(self, base: Structure, n: int, variance: float = 0.5, condition: int | None = None) -> pd.DataFrame:
         """n crystals with z ~ N(μ_base, σ² I) (paper σ² = 0.5); the base's condition by default."""
@@ -159,8 +195,9 @@ class Generator:
         """Codes (B, code_dim) under one-hot conditions -> the results table (``results_table``)."""
         t0 = time.perf_counter()
         out = self.codec.decode(np.asarray(z, np.float32), np.asarray(cond, np.float32), self.reading, self.exact,
-                                progress=True)
+                                progress=True, site_counts=self.site_counts)
         df = results_table(list(zip(out.structures, out.reasons)), z, labels, self.predictor)
+        df["readout_property"] = self.codec.read_property(out.sites)
         # decoded density mid-slices (z = n/2) of the last call, for plots; kept off the frame so
         # pandas can concatenate frames
         self.last_density_slices = out.slices

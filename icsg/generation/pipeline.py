@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, replace
+from functools import partial
 
 import numpy as np
 
 import icsg  # noqa: F401
-from icsg.generation.consistency import ConsistencyConfig, Sites, refine_sites, site_elements, spare_positions
+from icsg.generation.consistency import Sites, refine_sites, site_elements, spare_positions
+from icsg.generation.search_config import ConsistencyConfig
 from icsg.generation.latent_cell import LatentCell
 from icsg.grid import GridSpec
 from icsg.parallel import pmap
@@ -195,44 +197,28 @@ def site_refit_candidates(s: Sites, classes_Z: np.ndarray, spec: GridSpec, merge
     return out
 
 
-def exact_fits(vae, items: list[tuple], b: DecodedBatch, latents: np.ndarray, cond: np.ndarray, spec: GridSpec,
-               cfg: ConsistencyConfig, chunk: int = 16, counts: dict | None = None) -> list[tuple]:
-    """``items`` with positions and cell lengths fitted together through the encoder
-    (``cfg.exact_fit_steps``); crystals still at least ``cfg.element_refit_above`` from their code are then tried
-    with one site's element changed (``element_refit_candidates`` of the reading as it came) and, with
-    ``cfg.site_refit``, with one site removed or two close sites merged (``site_refit_candidates``): the
-    ``cfg.element_refit_fits`` nearest at fixed geometry, each fitted ``cfg.element_refit_steps`` steps, the
-    nearest kept where nearer than the fitted reading and fitted again; up to ``cfg.element_refit_rounds`` rounds,
-    each from the crystals the last one improved that are still not reproduced. Only a crystal that ends closer than
-    ``cfg.exact_below`` keeps the fitted cell; any other gets its cell back (fractional coordinates kept), is
-    scored again and replaces the reading only where nearer its code. ``counts`` (if given) is incremented with
-    'crystals', 'exact_first', 'refit', 'refit_kept', 'exact'. Unchanged when ``cfg.exact_fit_steps`` is 0.
-    Why: see ``ConsistencyConfig.exact_below``."""
-    if cfg.exact_fit_steps <= 0:
-        return items
-    from icsg.generation.consistency import code_distances
+def _fit_chunks(vae, sites: list[Sites], own: list[int], steps: int, latents, cond, spec, cfg,
+                chunk: int) -> list[Sites]:
+    """``position_fit`` of ``sites`` (crystal ``own[j]``'s code for ``sites[j]``) in chunks of ``chunk``."""
     from icsg.generation.soft_fit import position_fit
 
-    latents, cond = np.asarray(latents), np.asarray(cond)
-    todo = [i for i, (s, _) in enumerate(items) if s is not None and len(s.z)]
-    if not todo:
-        return items
+    out: list[Sites] = []
+    for j in range(0, len(sites), chunk):
+        o = np.asarray(own[j:j + chunk])
+        out += position_fit(vae, sites[j:j + chunk], latents[o], cond[o], spec, steps, cfg.position_lr_A,
+                            cfg.exact_fit_cell_lr)
+    return out
 
-    def fit(sites: list[Sites], own: list[int], steps: int) -> list[Sites]:
-        out: list[Sites] = []
-        for j in range(0, len(sites), chunk):
-            o = np.asarray(own[j:j + chunk])
-            out += position_fit(vae, sites[j:j + chunk], latents[o], cond[o], spec, steps, cfg.position_lr_A,
-                                cfg.exact_fit_cell_lr)
-        return out
 
-    fitted = dict(zip(todo, fit([items[i][0] for i in todo], todo, cfg.exact_fit_steps)))
-    n_exact_first = sum(fitted[i].residual < cfg.exact_below for i in todo)
-    refit = [i for i in todo if cfg.element_refit_above is not None and b.class_probs is not None
-             and fitted[i].residual >= cfg.element_refit_above]
-    n_refit, kept = len(refit), set()
-    base = {i: items[i][0] for i in refit}  # from the reading as it came: the fit above moved its cell to suit
-    for _ in range(cfg.element_refit_rounds if refit else 0):  # the wrong element
+def _refit_rounds(vae, items, refit: list[int], fitted: dict, fit, b, latents, cond, spec, cfg) -> set:
+    """Rounds of one-element changes (and, with ``cfg.site_refit``, one site removed or two merged) of the
+    crystals in ``refit``, from the reading as it came (the fit moved its cell to suit the wrong element);
+    ``fitted`` is updated where a change comes nearer the code. Returns the crystals changed."""
+    from icsg.generation.consistency import code_distances
+
+    kept: set = set()
+    base = {i: items[i][0] for i in refit}
+    for _ in range(cfg.element_refit_rounds if refit else 0):
         owner, cands = [], []
         for i in refit:
             mine = element_refit_candidates(base[i], b.classes_Z, cfg.element_refit_top, cfg.element_refit_width)
@@ -262,6 +248,37 @@ def exact_fits(vae, items: list[tuple], b: DecodedBatch, latents: np.ndarray, co
         kept |= set(best)
         # the next round starts from the improved crystals that still do not reproduce their code
         refit = [i for i in best if fitted[i].residual >= cfg.element_refit_above]
+    return kept
+
+
+def exact_fits(vae, items: list[tuple], b: DecodedBatch, latents: np.ndarray, cond: np.ndarray, spec: GridSpec,
+               cfg: ConsistencyConfig, chunk: int = 16, counts: dict | None = None) -> list[tuple]:
+    """``items`` with positions and cell lengths fitted together through the encoder
+    (``cfg.exact_fit_steps``); crystals still at least ``cfg.element_refit_above`` from their code are then tried
+    with one site's element changed (``element_refit_candidates`` of the reading as it came) and, with
+    ``cfg.site_refit``, with one site removed or two close sites merged (``site_refit_candidates``): the
+    ``cfg.element_refit_fits`` nearest at fixed geometry, each fitted ``cfg.element_refit_steps`` steps, the
+    nearest kept where nearer than the fitted reading and fitted again; up to ``cfg.element_refit_rounds`` rounds,
+    each from the crystals the last one improved that are still not reproduced. Only a crystal that ends closer than
+    ``cfg.exact_below`` keeps the fitted cell; any other gets its cell back (fractional coordinates kept), is
+    scored again and replaces the reading only where nearer its code. ``counts`` (if given) is incremented with
+    'crystals', 'exact_first', 'refit', 'refit_kept', 'exact'. Unchanged when ``cfg.exact_fit_steps`` is 0.
+    Why: see ``ConsistencyConfig.exact_below``."""
+    if cfg.exact_fit_steps <= 0:
+        return items
+    from icsg.generation.consistency import code_distances
+
+    latents, cond = np.asarray(latents), np.asarray(cond)
+    todo = [i for i, (s, _) in enumerate(items) if s is not None and len(s.z)]
+    if not todo:
+        return items
+    fit = partial(_fit_chunks, vae, latents=latents, cond=cond, spec=spec, cfg=cfg, chunk=chunk)
+    fitted = dict(zip(todo, fit([items[i][0] for i in todo], todo, cfg.exact_fit_steps)))
+    n_exact_first = sum(fitted[i].residual < cfg.exact_below for i in todo)
+    refit = [i for i in todo if cfg.element_refit_above is not None and b.class_probs is not None
+             and fitted[i].residual >= cfg.element_refit_above]
+    n_refit = len(refit)
+    kept = _refit_rounds(vae, items, refit, fitted, fit, b, latents, cond, spec, cfg)
     # not reproduced: the fitted cell made up for something else, so the read cell comes back
     back = [i for i in todo if fitted[i].residual >= cfg.exact_below]
     for i in back:

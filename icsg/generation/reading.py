@@ -11,6 +11,7 @@ watershed and a small assignment.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -46,6 +47,13 @@ class FastReadingConfig:
             distinct orders when there are at most this many, else none).
         alt_compositions: the next most probable compositions of the heads (one element's count changed)
             whose slot readings join the candidates, for codes whose composition the heads misread.
+        min_separation_A: a candidate with two atoms closer than this (Å, periodic; the structure-validity
+            cut-off of the field's protocol) is chosen only when every candidate of its map is; a code far
+            from the training codes can put two slots on one spot.
+        ionic: when generating, prefer among the candidates apart those whose atoms have only oppositely
+            charged nearest neighbours (``ionic_contacts``, signs from charge-balanced oxidation states): a
+            code drawn from a prior can leave the order of the elements over the sites to chance. Codes of
+            real crystals (reconstruction) choose by the code alone, which reads them better.
     """
 
     duplicate_tol_A: float = 1.0
@@ -58,6 +66,8 @@ class FastReadingConfig:
     slot_tols_A: tuple = (0.0, 0.3)
     max_arrangements: int = 720
     alt_compositions: int = 3
+    min_separation_A: float = 0.5
+    ionic: bool = True
 
 
 REGIONS = SegmentationConfig(split_by_species=False, species_from="labels")
@@ -125,21 +135,81 @@ def slot_reading(map_sites: Sites | None, slot_Z: np.ndarray, slot_frac: np.ndar
     return Sites(abc, np.asarray(slot_Z, np.int64).copy(), spec.cartesian_to_index(where * abc, abc))
 
 
-def runner_up_counts(log_probs: np.ndarray, k: int) -> list[np.ndarray]:
-    """The ``k`` most probable compositions after the best of per-element count log-probabilities (E, K),
-    each the best with one element's count changed (the heads treat the elements as independent)."""
-    best = log_probs.argmax(-1)
-    drop = log_probs.max(-1, keepdims=True) - log_probs  # (E, K) cost of each change
-    drop[np.arange(len(best)), best] = np.inf
-    order = np.argsort(drop, axis=None)[:k]
+def runner_up_counts(log_probs: np.ndarray, k: int, best: np.ndarray | None = None,
+                     keep_total: bool = False) -> list[np.ndarray]:
+    """The ``k`` most probable compositions after ``best`` (default: each element's most probable count) under
+    per-element count log-probabilities (E, K): each ``best`` with one element's count changed (the heads treat
+    the elements as independent), or with ``keep_total`` one count raised and another lowered by one."""
+    best = log_probs.argmax(-1) if best is None else np.asarray(best)
+    E, K = log_probs.shape
+    own = log_probs[np.arange(E), best]
+    drop = own[:, None] - log_probs  # (E, K) cost of each change
+    drop[np.arange(E), best] = np.inf
+    if keep_total:
+        up = np.where(best + 1 < K, drop[np.arange(E), np.minimum(best + 1, K - 1)], np.inf)
+        down = np.where(best > 0, drop[np.arange(E), np.maximum(best - 1, 0)], np.inf)
+        pair = up[:, None] + down[None, :]
+        np.fill_diagonal(pair, np.inf)
+        out = []
+        for flat in np.argsort(pair, axis=None)[:k]:
+            e_up, e_down = np.unravel_index(flat, pair.shape)
+            if np.isfinite(pair[e_up, e_down]):
+                alt = best.copy()
+                alt[e_up] += 1
+                alt[e_down] -= 1
+                out.append(alt)
+        return out
     out = []
-    for flat in order:
+    for flat in np.argsort(drop, axis=None)[:k]:
         e, c = np.unravel_index(flat, drop.shape)
         if np.isfinite(drop[e, c]):
             alt = best.copy()
             alt[e] = c
             out.append(alt)
     return out
+
+
+def composition_with_total(log_probs: np.ndarray, total: int) -> tuple[np.ndarray, float]:
+    """(counts (E,), log-probability) of the most probable composition with ``total`` sites under independent
+    per-element count log-probabilities (E, K); (None, -inf) when no composition has that many. A knapsack
+    over the elements, O(E · total · K)."""
+    E, K = log_probs.shape
+    score = np.full(total + 1, -np.inf)
+    score[0] = 0.0
+    choice = np.zeros((E, total + 1), np.int64)
+    for e in range(E):
+        new = np.full(total + 1, -np.inf)
+        for c in range(min(K, total + 1)):
+            cand = np.full(total + 1, -np.inf)
+            cand[c:] = score[:total + 1 - c] + log_probs[e, c]
+            better = cand > new
+            new[better], choice[e, better] = cand[better], c
+        score = new
+    if not np.isfinite(score[total]):
+        return None, -np.inf
+    counts, left = np.zeros(E, np.int64), total
+    for e in range(E - 1, -1, -1):
+        counts[e] = choice[e, left]
+        left -= counts[e]
+    return counts, float(score[total])
+
+
+def counts_with_site_prior(log_probs: np.ndarray, site_counts: np.ndarray) -> np.ndarray:
+    """(B, E) compositions of the heads' count log-probabilities (B, E, K) whose number of sites is one the
+    training crystals have: the N maximising log P(best composition with N sites) + log P_train(N), as CDVAE
+    draws the number of atoms before the composition. ``site_counts``: training crystals per number of sites."""
+    hist = np.asarray(site_counts, dtype=np.float64)
+    support = np.flatnonzero(hist > 0)
+    log_prior = np.log(hist[support] / hist.sum())
+    out = []
+    for lp in log_probs:
+        best, best_score = lp.argmax(-1), -np.inf
+        for n, prior in zip(support, log_prior):
+            counts, score = composition_with_total(lp, int(n))
+            if counts is not None and score + prior > best_score:
+                best, best_score = counts, score + prior
+        out.append(best)
+    return np.stack(out) if out else np.zeros(log_probs.shape[:2], np.int64)
 
 
 def candidates(read: Sites | None, slot_Z: np.ndarray, slot_frac: np.ndarray, abc_A: np.ndarray, spec: GridSpec,
@@ -156,6 +226,68 @@ def candidates(read: Sites | None, slot_Z: np.ndarray, slot_frac: np.ndarray, ab
     if len(slot_Z) and np.all(np.asarray(abc_A) > 0):
         out += [slot_reading(read, slot_Z, slot_frac, abc_A, spec, tol) for tol in cfg.slot_tols_A]
     return out
+
+
+def min_separation_A(s: Sites, spec: GridSpec) -> float:
+    """Smallest periodic distance (Å) between two sites of an orthogonal cell; inf for fewer than two."""
+    if len(s.z) < 2:
+        return float("inf")
+    abc = np.asarray(s.abc_A, dtype=np.float64)
+    frac = spec.index_to_cartesian(np.asarray(s.centroids_vox, dtype=np.float64), abc) / abc
+    d = frac[:, None, :] - frac[None, :, :]
+    d -= np.round(d)
+    dist = np.sqrt(((d * abc) ** 2).sum(-1))
+    return float(dist[np.triu_indices(len(s.z), 1)].min())
+
+
+@lru_cache(maxsize=65536)
+def _signs(z_counts: tuple) -> dict | None:
+    from pymatgen.core import Composition, Element
+
+    guesses = Composition({Element.from_Z(int(z)): n for z, n in z_counts}).oxi_state_guesses(max_sites=-50)
+    if not guesses:
+        return None
+    return {Element(el).Z: int(np.sign(q)) for el, q in guesses[0].items()}
+
+
+def ion_signs(z: np.ndarray) -> dict | None:
+    """{Z: +1 cation, -1 anion, 0} of the most probable charge-balanced oxidation states of the elements ``z``
+    (pymatgen's ``oxi_state_guesses``); None when no assignment balances."""
+    zz, n = np.unique(np.asarray(z, dtype=np.int64), return_counts=True)
+    return _signs(tuple(zip(zz.tolist(), n.tolist())))
+
+
+def ionic_contacts(s: Sites, spec: GridSpec, signs: dict | None, tol: float = 1.1) -> bool:
+    """True when every atom's nearest neighbours (within ``tol`` × its nearest distance, periodic images of an
+    orthogonal cell included) carry the opposite charge sign, as in an ionic crystal: a reading that puts an
+    anion on a cation's site breaks it. True when the signs are unknown (``signs`` None)."""
+    if signs is None or len(s.z) < 2:
+        return True
+    abc = np.asarray(s.abc_A, dtype=np.float64)
+    frac = spec.index_to_cartesian(np.asarray(s.centroids_vox, dtype=np.float64), abc) / abc
+    d = frac[:, None, :] - frac[None, :, :]
+    d -= np.round(d)
+    dist = np.sqrt(((d * abc) ** 2).sum(-1))
+    np.fill_diagonal(dist, abc.min())  # the atom's own image one cell away
+    sign = np.array([signs.get(int(z), 0) for z in s.z])
+    near = dist <= tol * dist.min(1, keepdims=True)
+    same = near & (sign[:, None] * sign[None, :] >= 0)
+    return not same.any()
+
+
+def choose(misfit: np.ndarray, separation_A: np.ndarray, min_separation_A: float,
+           ionic: np.ndarray | None = None) -> int:
+    """Index of the candidate with the smallest finite misfit, looked for first among those whose atoms stay
+    ``min_separation_A`` apart and whose contacts are ionic (``ionic``, default all), then among those apart,
+    then among all; -1 when no misfit is finite."""
+    misfit = np.asarray(misfit, dtype=np.float64)
+    finite = np.isfinite(misfit)
+    apart = finite & (np.asarray(separation_A) >= min_separation_A)
+    ionic = np.ones(len(misfit), bool) if ionic is None else np.asarray(ionic, bool)
+    for pool in (apart & ionic, apart, finite):
+        if pool.any():
+            return int(np.argmin(np.where(pool, misfit, np.inf)))
+    return -1
 
 
 def _read(args):

@@ -100,6 +100,24 @@ def render_soft(pos_A, weights, occupancy, abc_A, amp, sigma_A, spec: GridSpec):
     return ops.stack([dens] + coords, axis=-1)
 
 
+def _soft_row(s: Sites, classes_Z, elem_cols, elements, k_el: int, z_width: int, spec: GridSpec) -> tuple:
+    """(positions (n, 3) Å, candidate elements (n, k_el), their log-probabilities, occupancy logits) of one
+    crystal's sites and spare positions (occupancy logit 2 and -1)."""
+    vox, lp = s.centroids_vox, np.asarray(s.log_probs)
+    occ = np.full(len(vox), 2.0)
+    if s.spare_vox is not None and s.spare_log_probs is not None and len(s.spare_vox):
+        vox, lp = np.vstack([vox, s.spare_vox]), np.vstack([lp, s.spare_log_probs])
+        occ = np.r_[occ, np.full(len(s.spare_vox), -1.0)]
+    lp = lp[:, elem_cols]
+    # the current element's neighbours in Z always among the candidates (what decoding confuses)
+    near = np.zeros_like(lp)
+    for j, zj in enumerate(np.r_[s.z, np.full(len(vox) - len(s.z), -1)]):
+        if zj > 0:
+            near[j, np.isin(classes_Z[elem_cols], z_neighbours(int(zj), elements, z_width) + [int(zj)])] = 1e9
+    cand = np.argsort(-(lp + near), axis=1, kind="stable")[:, :k_el]
+    return spec.index_to_cartesian(vox, s.abc_A), classes_Z[elem_cols][cand], np.take_along_axis(lp, cand, 1), occ
+
+
 def soft_fit(vae, sites: list[Sites | None], latents: np.ndarray, cond: np.ndarray, classes_Z, spec: GridSpec,
              steps: int = 60, top_k: int = 16, lr: float = 0.1, position_lr_A: float = 0.005,
              cell_lr: float = 0.0, z_width: int = 2) -> list[Sites | None]:
@@ -125,23 +143,7 @@ def soft_fit(vae, sites: list[Sites | None], latents: np.ndarray, cond: np.ndarr
     elem_cols = np.where(classes_Z > 0)[0]
     elements = np.sort(classes_Z[elem_cols])
     k_el = min(top_k, len(elem_cols))
-    rows = []
-    for i in todo:
-        s = sites[i]
-        vox, lp = s.centroids_vox, np.asarray(s.log_probs)
-        occ = np.full(len(vox), 2.0)
-        if s.spare_vox is not None and s.spare_log_probs is not None and len(s.spare_vox):
-            vox, lp = np.vstack([vox, s.spare_vox]), np.vstack([lp, s.spare_log_probs])
-            occ = np.r_[occ, np.full(len(s.spare_vox), -1.0)]
-        lp = lp[:, elem_cols]
-        # the current element's neighbours in Z always among the candidates (what decoding confuses)
-        near = np.zeros_like(lp)
-        for j, zj in enumerate(np.r_[s.z, np.full(len(vox) - len(s.z), -1)]):
-            if zj > 0:
-                near[j, np.isin(classes_Z[elem_cols], z_neighbours(int(zj), elements, z_width) + [int(zj)])] = 1e9
-        cand = np.argsort(-(lp + near), axis=1, kind="stable")[:, :k_el]
-        rows.append((spec.index_to_cartesian(vox, s.abc_A), classes_Z[elem_cols][cand],
-                     np.take_along_axis(lp, cand, 1), occ))
+    rows = [_soft_row(sites[i], classes_Z, elem_cols, elements, k_el, z_width, spec) for i in todo]
     B, K = len(todo), max(len(r[0]) for r in rows)
     pos, cz, logit = np.zeros((B, K, 3)), np.full((B, K, k_el), int(classes_Z[elem_cols][0])), np.zeros((B, K, k_el))
     occ_logit, mask = np.full((B, K), -20.0), np.zeros((B, K))
