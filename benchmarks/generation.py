@@ -228,8 +228,10 @@ def render(results_dir: Path) -> str:
                   f"{_f(p['SR15'], '{:.2f}')} (published: "
                   + "; ".join(f"{k} {' / '.join(f'{x:.2f}' for x in v)}" for k, v in PUBLISHED_SR.items()) + ").",
                   "", f"![deciles](results/generation_{r['model']}_deciles.png)"]
-        if r.get("note"):
-            lines[-2:-2] = ["", f"Note on the icsg {r['model']} run: {r['note']}."]
+
+    notes = [f"icsg {r['model']}: {r['note']}" for r in rows if r.get("note")]
+    if notes:
+        lines += ["", "Notes on the runs: " + "; ".join(notes) + "."]
     return "\n".join(lines) + "\n"
 
 

@@ -79,8 +79,10 @@ def render(out: dict) -> str:
                      f"{f(r['cell_max_error_A'], 6)} | {f(r['angle_mae_deg'], 5)} | {f(r['angle_max_error_deg'], 5)} | "
                      f"{f(r['site_emd_A'])} | {f(r['dn_sites'], 4)} | {f(r['species_accuracy'], 4)} | "
                      f"{f(r['crystals_per_s'], 1)} |")
-    rejected = {k: v for r in out["sets"].values() for k, v in r.get("rejected", {}).items()}
+    rejected = {name: r["rejected"] for name, r in out["sets"].items() if r.get("rejected")}
     lines += ["", f"Rejected (not in the match rate): {rejected or 'none'}."]
+    if out.get("note"):
+        lines += ["", f"Note: {out['note']}."]
     return "\n".join(lines) + "\n"
 
 
