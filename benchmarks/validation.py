@@ -59,14 +59,15 @@ def render(res: dict) -> str:
              "samples from `icsg generate`, then `icsg validate` on the first kept candidates (force tolerance "
              "0.1 eV/Å, cell and positions relaxed). Δ bond = mean |Δd|/d over pairs within 3.5 Å; relaxation "
              "energy = E(generated) − E(relaxed); |ΔE| = |E_CHGNet(relaxed) − E_CGCNN(energy per atom)|.", "",
-             "| model | kept / generated | relaxed | mean Δ bond % | mean Δ cell % | relaxation energy (eV/atom) | "
-             "abs ΔE CHGNet vs CGCNN (eV/atom) |", "|---|---|---|---|---|---|---|"]
+             "| model | kept / generated | relaxed | median (mean) Δ bond % | median (mean) Δ cell % | "
+             "relaxation energy (eV/atom) | abs ΔE CHGNet vs CGCNN (eV/atom) |", "|---|---|---|---|---|---|---|"]
     for r in res["rows"]:
         v = r["validation"]
-        m = v.get("mean", {})
+        m, med = v.get("mean", {}), v.get("median", {})
         f = (lambda k: f"{m[k]:.3f}" if k in m and m[k] == m[k] else "-")
+        g = (lambda k: f"{med[k]:.2f} ({m[k]:.2f})" if k in med and med[k] == med[k] else "-")
         lines.append(f"| {r['model']} | {r['kept']} / {r['generated']} | {v.get('n_relaxed', 0)} | "
-                     f"{f('bond_change_pct')} | {f('cell_change_pct')} | {f('relaxation_energy_eV_atom')} | "
+                     f"{g('bond_change_pct')} | {g('cell_change_pct')} | {f('relaxation_energy_eV_atom')} | "
                      f"{f('abs_e_error_eV_atom')} |")
     lines += ["", "Per structure type: results/validation.json (`by_structure_type`)."]
     return "\n".join(lines)

@@ -132,6 +132,7 @@ def validate_dir(folder, fmax: float = 0.1, steps: int = 300, limit: int | None 
     summary = {"note": NOTE, "n_candidates": int(len(df)), "n_relaxed": int(len(ok)),
                "fmax_eV_A": fmax, "max_steps": steps, "seconds": time.perf_counter() - t0,
                "mean": {c: float(ok[c].mean()) for c in cols if c in ok and len(ok)},
+               "median": {c: float(ok[c].median()) for c in cols if c in ok and len(ok)},
                "by_structure_type": ({t: {"n": int(len(g)), **{c: float(g[c].mean()) for c in cols}}
                                       for t, g in ok.groupby("structure_type")} if len(ok) else {})}
     return res, summary
