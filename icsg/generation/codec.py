@@ -139,20 +139,20 @@ class DensityCodec:
         return out
 
     def consistent(self, z_read: np.ndarray, items: list, counts: np.ndarray, count_logp: np.ndarray,
-                   cell_A: np.ndarray, keep_total: bool = False) -> list:
+                   cell_A: np.ndarray, generating: bool = False) -> list:
         """[(Sites or None, reason)]: for each crystal, of the map reading in ``items``, the other orders of its
         elements and the slot readings (``icsg.generation.reading.candidates``), also of the heads' runner-up
         compositions, the one whose readout code is closest to z_read, positions snapped first when the fast
         reading snaps; readings with atoms closer than ``min_separation_A`` only when every one has them.
-        ``keep_total`` (generation: codes from a prior, compositions kept to the training numbers of sites):
-        the runner-up compositions keep the number of sites, and ionic readings are preferred
+        ``generating`` (codes from a prior, compositions kept to the training numbers of sites): the
+        runner-up compositions keep the number of sites, and ionic readings are preferred
         (``FastReadingConfig.ionic``); codes of real crystals choose by the code alone."""
         from icsg.generation.reading import runner_up_counts, slot_reading
 
         slots = self.slots(z_read, counts)
         cands = [candidates(s, *slots[i], cell_A[i], self.spec, self.fast) for i, (s, _) in enumerate(items)]
         if self.fast.alt_compositions:
-            alts = [runner_up_counts(lp, self.fast.alt_compositions, c, keep_total)
+            alts = [runner_up_counts(lp, self.fast.alt_compositions, c, keep_total=generating)
                     for lp, c in zip(count_logp, counts)]
             rows = [i for i, a in enumerate(alts) for _ in a]
             if rows:
@@ -170,7 +170,7 @@ class DensityCodec:
         d = self.misfit(np.asarray(z_read)[owner], flat)
         sep = np.array([min_separation_A(c, self.spec) for c in flat])
         ionic = (np.array([ionic_contacts(c, self.spec, ion_signs(c.z)) for c in flat])
-                 if self.fast.ionic and keep_total else None)
+                 if self.fast.ionic and generating else None)
         out, start = [], 0
         for i, cs in enumerate(cands):
             part = slice(start, start + len(cs))
@@ -252,7 +252,8 @@ class DensityCodec:
             items = read_batch(x[..., 0], species, occ, probs, class_to_z(els), counts,
                                self.readout_cfg.elements_Z, cell, self.spec, self.fast, self.workers)
             if self.fast.consistent:
-                items = self.consistent(z_read, items, counts, count_logp, cell, site_counts is not None)
+                items = self.consistent(z_read, items, counts, count_logp, cell,
+                                        generating=site_counts is not None)
             elif self.fast.snap_positions:
                 self.snap_positions(z_read, [s for s, _ in items])
             from icsg.segmentation.watershed import SegmentationConfig

@@ -19,7 +19,7 @@ from icsg.generation.consistency import Sites, spare_positions
 from icsg.grid import GridSpec
 from icsg.parallel import pmap
 from icsg.segmentation.assign import (assign_elements, class_columns, distinct_arrangements, element_slots,
-                                     periodic_clusters, place_slots, profile_arrangement)
+                                     periodic_clusters, periodic_distances_A, place_slots, profile_arrangement)
 from icsg.segmentation.watershed import SegmentationConfig, check_cell_lengths, find_sites
 
 READINGS = ("fast", "exact")
@@ -228,16 +228,18 @@ def candidates(read: Sites | None, slot_Z: np.ndarray, slot_frac: np.ndarray, ab
     return out
 
 
+def _site_distances_A(s: Sites, spec: GridSpec) -> np.ndarray:
+    """(n, n) minimum-image distances (Å) between the sites of ``s`` (an orthogonal cell)."""
+    abc = np.asarray(s.abc_A, dtype=np.float64)
+    frac = spec.index_to_cartesian(np.asarray(s.centroids_vox, dtype=np.float64), abc) / abc
+    return periodic_distances_A(frac, frac, abc)
+
+
 def min_separation_A(s: Sites, spec: GridSpec) -> float:
     """Smallest periodic distance (Å) between two sites of an orthogonal cell; inf for fewer than two."""
     if len(s.z) < 2:
         return float("inf")
-    abc = np.asarray(s.abc_A, dtype=np.float64)
-    frac = spec.index_to_cartesian(np.asarray(s.centroids_vox, dtype=np.float64), abc) / abc
-    d = frac[:, None, :] - frac[None, :, :]
-    d -= np.round(d)
-    dist = np.sqrt(((d * abc) ** 2).sum(-1))
-    return float(dist[np.triu_indices(len(s.z), 1)].min())
+    return float(_site_distances_A(s, spec)[np.triu_indices(len(s.z), 1)].min())
 
 
 @lru_cache(maxsize=65536)
@@ -263,12 +265,8 @@ def ionic_contacts(s: Sites, spec: GridSpec, signs: dict | None, tol: float = 1.
     anion on a cation's site breaks it. True when the signs are unknown (``signs`` None)."""
     if signs is None or len(s.z) < 2:
         return True
-    abc = np.asarray(s.abc_A, dtype=np.float64)
-    frac = spec.index_to_cartesian(np.asarray(s.centroids_vox, dtype=np.float64), abc) / abc
-    d = frac[:, None, :] - frac[None, :, :]
-    d -= np.round(d)
-    dist = np.sqrt(((d * abc) ** 2).sum(-1))
-    np.fill_diagonal(dist, abc.min())  # the atom's own image one cell away
+    dist = _site_distances_A(s, spec)
+    np.fill_diagonal(dist, np.min(s.abc_A))  # the atom's own image one cell away
     sign = np.array([signs.get(int(z), 0) for z in s.z])
     near = dist <= tol * dist.min(1, keepdims=True)
     same = near & (sign[:, None] * sign[None, :] >= 0)

@@ -195,7 +195,8 @@ def peak_offset(log_m: np.ndarray, max_offset: float = 1.0) -> np.ndarray | None
 def _markers(m: np.ndarray, mask: np.ndarray, is_peak: np.ndarray) -> np.ndarray:
     """Watershed markers of one element's label region: the map's peaks in it (tied voxels one peak), and the
     highest voxel of each part of the region without a peak of its own (a light atom whose Gaussian sits on a
-    heavy neighbour's tail; F2's two atoms)."""
+    heavy neighbour's tail). Two atoms of one element whose Gaussians merge into one peak (O–O in a peroxide)
+    stay one atom."""
     from scipy import ndimage
 
     markers, k = ndimage.label(is_peak & mask, structure=np.ones((3, 3, 3)))
@@ -255,10 +256,7 @@ def refine_positions(density: np.ndarray, z: np.ndarray, frac: np.ndarray, matri
     amp = _NORM * np.asarray(z, dtype=np.float64) / sigma**3
     frac = np.mod(np.asarray(frac, dtype=np.float64), 1.0)
     for _ in range(iterations):
-        total = np.zeros(n**3)
-        for p, s, a in zip(frac, sigma, amp):
-            idx, d2 = _window(p, matrix, _CUTOFF_SIGMAS * s, n)
-            total += np.bincount(idx, a * np.exp(-d2 / (2 * s * s)), minlength=n**3)
+        total = render_periodic(frac, z, matrix, grid)[0].ravel().astype(np.float64) * grid.density_scale
         new = frac.copy()
         for i, (p, s, a) in enumerate(zip(frac, sigma, amp)):
             centre = np.round(p * n - 0.5).astype(int)

@@ -37,15 +37,22 @@ def class_columns(log_probs: np.ndarray, classes_Z, slots_Z: np.ndarray) -> np.n
     return np.stack([lp[:, col[int(z)]] if int(z) in col else np.full(len(lp), _FLOOR) for z in slots_Z], axis=1)
 
 
+def periodic_distances_A(a_frac: np.ndarray, b_frac: np.ndarray, abc_A: np.ndarray) -> np.ndarray:
+    """(len(a), len(b)) minimum-image distances (Å) between fractional positions in an orthogonal cell of
+    lengths ``abc_A``."""
+    d = np.asarray(a_frac, dtype=np.float64).reshape(-1, 3)[:, None, :] - \
+        np.asarray(b_frac, dtype=np.float64).reshape(-1, 3)[None, :, :]
+    d -= np.round(d)
+    return np.sqrt(((d * np.asarray(abc_A, dtype=np.float64)) ** 2).sum(-1))
+
+
 def periodic_clusters(frac: np.ndarray, abc_A: np.ndarray, tol_A: float) -> np.ndarray:
     """(K,) cluster label per site: sites closer than ``tol_A`` under periodic boundaries (an orthogonal cell
     of lengths ``abc_A``) are one atom seen twice (box boundary, a blurred peak split in two)."""
     frac = np.asarray(frac, dtype=np.float64).reshape(-1, 3)
     if len(frac) < 2:
         return np.ones(len(frac), dtype=np.int64)
-    d = frac[:, None, :] - frac[None, :, :]
-    d -= np.round(d)
-    dist = np.sqrt(((d * np.asarray(abc_A, dtype=np.float64)) ** 2).sum(-1))
+    dist = periodic_distances_A(frac, frac, abc_A)
     np.fill_diagonal(dist, 0.0)
     return fcluster(linkage(squareform(dist, checks=False), "single"), tol_A, "distance").astype(np.int64)
 
@@ -164,9 +171,7 @@ def place_slots(map_frac: np.ndarray, slot_frac: np.ndarray, abc_A: np.ndarray, 
     out = slot_frac.copy()
     if tol_A <= 0 or len(map_frac) == 0 or len(slot_frac) == 0:
         return out
-    d = map_frac[:, None, :] - slot_frac[None, :, :]
-    d -= np.round(d)
-    dist = np.sqrt(((d * np.asarray(abc_A, dtype=np.float64)) ** 2).sum(-1))
+    dist = periodic_distances_A(map_frac, slot_frac, abc_A)
     rows, cols = linear_sum_assignment(dist)
     near = dist[rows, cols] <= tol_A
     out[cols[near]] = np.mod(map_frac[rows[near]], 1.0)
