@@ -7,6 +7,7 @@ import importlib
 import json
 import sys
 import warnings
+from pathlib import Path
 
 import icsg  # noqa: F401  (sets KERAS_BACKEND)
 from icsg.errors import CrystalError, SourceError, WeightsError
@@ -49,7 +50,20 @@ def cmd_prepare(a) -> int:
     from icsg.data.filters import FilterConfig
 
     recs = _records(a.sources, a.limit)
-    man = prepare(recs, a.out, _grid_from(a), FilterConfig(max_atoms=a.max_atoms),
+    if a.fill_property:
+        from icsg.predict import fill_property
+
+        if not a.property:
+            raise SystemExit("icsg prepare: error: --fill-property needs --property")
+        n = fill_property(recs, a.property)
+        print(f"icsg prepare: {n} crystals without '{a.property}' get the shipped CGCNN's prediction", file=sys.stderr)
+    if a.encoding == "periodic":
+        from icsg.representation.periodic import PeriodicGrid
+
+        spec = PeriodicGrid(size=a.grid_size, max_sites=a.max_sites)
+    else:
+        spec = _grid_from(a)
+    man = prepare(recs, a.out, spec, FilterConfig(max_atoms=a.max_atoms),
                   PrepareConfig(property=a.property, bins=a.bins, val_fraction=a.val_fraction, seed=a.seed,
                                 shard_size=a.shard_size),
                   workers=a.workers, sources=a.sources)
@@ -62,8 +76,11 @@ def cmd_roundtrip(a) -> int:
     from icsg.data.filters import FilterConfig
     from icsg.evaluation.roundtrip import RoundtripConfig, run_roundtrip
 
+    from icsg.representation.periodic import PeriodicGrid
+
     recs = _records(a.sources, a.limit)
-    cfg = RoundtripConfig(encoding=a.encoding, grid=_grid_from(a), filters=FilterConfig(max_atoms=a.max_atoms))
+    cfg = RoundtripConfig(encoding=a.encoding, grid=_grid_from(a), filters=FilterConfig(max_atoms=a.max_atoms),
+                          periodic=PeriodicGrid(size=a.grid_size, max_sites=a.max_atoms))
     return _report(run_roundtrip(recs, cfg, workers=a.workers), a)
 
 
@@ -83,20 +100,21 @@ def _report(res: dict, a) -> int:
 
 
 def cmd_reconstruct(a) -> int:
+    from icsg.evaluation.reconstruct_periodic import is_periodic, reconstruct_periodic
+    from icsg.pretrained import WEIGHTS_DIR, read_description
+
+    recs = _records(a.sources, a.limit)
+    weights = Path(a.weights or WEIGHTS_DIR)
+    if is_periodic(read_description(weights / "vae.json", "ship a VAE with 'icsg ship-weights'")):
+        return _report(reconstruct_periodic(recs, weights, weights, batch_size=a.batch, workers=a.workers), a)
     from icsg.evaluation.reconstruct import reconstruct_codes
     from icsg.generation.codec import DensityCodec
 
     codec = DensityCodec(a.weights, batch_size=a.batch, workers=a.workers)
-    recs = _records(a.sources, a.limit)
     return _report(reconstruct_codes(recs, codec, reading=a.reading), a)
 
 
-def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
-    """The ``icsg`` parser; of the commands in ``_COMMANDS`` only the one named in ``argv`` is built in full."""
-    p = argparse.ArgumentParser(prog="icsg", description="icsg: 3-D crystal structure generation (Cond-DFC-VAE + UNet) and property prediction (CGCNN).")
-    p.add_argument("--version", action="version", version=f"icsg {icsg.__version__}")
-    sub = p.add_subparsers(dest="command", required=True)
-
+def _add_prepare(sub) -> None:
     sp = sub.add_parser("prepare", help="encode crystals into an on-disk voxel dataset",
                         description="Encode crystals (CSV with a 'cif' column, CIF folders, mp:CLASS) into "
                                     "shards with a manifest. Resumes after interruption.")
@@ -109,9 +127,18 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     sp.add_argument("--shard-size", type=int, default=512)
     sp.add_argument("--limit", type=int, default=None, help="read at most N crystals")
     sp.add_argument("--workers", type=int, default=None, help="worker processes (default: all cores)")
+    sp.add_argument("--encoding", choices=["density", "periodic"], default="density",
+                    help="density: the paper's cubic box (cubic cells); periodic: any lattice, a grid over the "
+                         "Niggli-reduced unit cell")
+    sp.add_argument("--max-sites", type=int, default=20,
+                    help="periodic: largest reduced cell taken (default 20, as mp_20)")
+    sp.add_argument("--fill-property", action="store_true",
+                    help="crystals without --property get the shipped CGCNN's prediction, marked as predicted")
     _grid_args(sp)
     sp.set_defaults(func=cmd_prepare)
 
+
+def _add_roundtrip(sub) -> None:
     rt = sub.add_parser("roundtrip", help="encode and decode crystals without a network; report the error",
                         description="Encode each crystal, decode it from the ground-truth arrays and report "
                                     "cell MAE, site EMD, |Δ n_sites|, species accuracy and match rate.")
@@ -124,6 +151,16 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     _grid_args(rt)
     rt.set_defaults(func=cmd_roundtrip)
 
+
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The ``icsg`` parser; of the commands in ``_COMMANDS`` only the one named in ``argv`` is built in full."""
+    p = argparse.ArgumentParser(prog="icsg", description="icsg: 3-D crystal structure generation (Cond-DFC-VAE + UNet) and property prediction (CGCNN).")
+    p.add_argument("--version", action="version", version=f"icsg {icsg.__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    _add_prepare(sub)
+    _add_roundtrip(sub)
+
     rc = sub.add_parser("reconstruct", help="encode crystals, decode their codes and compare",
                         description="Crystal -> code (Cond-DFC-VAE and readout encoder, posterior means) -> decoded "
                                     "map -> reading -> crystal; reports match rate, cell MAE, site EMD, |Δn|, the "
@@ -132,7 +169,8 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     rc.add_argument("--limit", type=int, default=None)
     rc.add_argument("--json", default=None)
     rc.add_argument("--weights", default=None,
-                    help="folder with vae.*, readout.* and unet.* (default: the shipped weights/)")
+                    help="folder with vae.*, readout.* and unet.* (default: the shipped weights/); a folder of "
+                         "periodic models (icsg prepare --encoding periodic) reconstructs any lattice")
     rc.add_argument("--batch", type=int, default=16, help="maps per decoder and UNet batch (default 16)")
     rc.add_argument("--workers", type=int, default=1, help="reading worker processes")
     from icsg.generation.cli import add_reading_options

@@ -16,6 +16,13 @@ def default_workers() -> int:
     return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
 
 
+def _one_thread() -> None:
+    """Each worker process uses one BLAS thread: workers × BLAS threads beyond the cores only slow them."""
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1)
+
+
 def pmap(fn: Callable[[T], R], items: Iterable[T], workers: int | None = None, desc: str = "",
          total: int | None = None, chunksize: int = 8, progress: bool = True) -> Iterator[R]:
     """``map(fn, items)`` over worker processes (fork), results in input order.
@@ -31,7 +38,7 @@ def pmap(fn: Callable[[T], R], items: Iterable[T], workers: int | None = None, d
                 yield fn(x)
                 bar.update()
         else:
-            with get_context("fork").Pool(workers) as pool:
+            with get_context("fork").Pool(workers, initializer=_one_thread) as pool:
                 for r in pool.imap(fn, items, chunksize=chunksize):
                     yield r
                     bar.update()

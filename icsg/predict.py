@@ -84,6 +84,21 @@ def predict_properties(structures, weights_dir: str | Path = WEIGHTS_DIR) -> pd.
     return _DEFAULT[key].predict(list(structures))
 
 
+def fill_property(records: list, prop: str, weights_dir: str | Path = WEIGHTS_DIR) -> int:
+    """Give every readable record without a finite ``prop`` the shipped CGCNN's prediction of it, marked
+    ``properties[prop + '_predicted'] = 1`` (``icsg prepare --fill-property``); returns how many were filled."""
+    missing = [r for r in records if r.error is None and not np.isfinite(float(r.properties.get(prop, np.nan)))]
+    if not missing:
+        return 0
+    if not (Path(weights_dir) / f"cgcnn_{prop}.pt").exists():
+        raise WeightsError(f"{weights_dir}: no CGCNN model for '{prop}' to fill the {len(missing)} missing values")
+    values = PropertyPredictor(weights_dir, properties=(prop,), required=(prop,)).predict(
+        [r.structure for r in missing])[prop].to_numpy(float)
+    for r, v in zip(missing, values):
+        r.properties[prop], r.properties[f"{prop}_predicted"] = float(v), 1
+    return len(missing)
+
+
 def run_cli(a) -> int:
     from icsg.data.sources import iter_source
     from icsg.io import atomic_write_json

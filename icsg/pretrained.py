@@ -160,9 +160,7 @@ def ship_run(run: str | os.PathLike, name: str, weights_dir: str | os.PathLike =
     meta, w = _pair(run, name)
     if recalibrate_data is not None and name in ("unet", "vae"):  # the readout trains on whole maps already
         from icsg.data.dataset import condition_onehot, load_arrays
-        from icsg.grid import GridSpec
         from icsg.models import batchnorm
-        from icsg.representation.density import vae_input
 
         arrays = load_arrays(recalibrate_data, "train")
         pick = np.random.default_rng(seed).permutation(len(arrays["ids"]))[:n_recalibrate]
@@ -178,8 +176,7 @@ def ship_run(run: str | os.PathLike, name: str, weights_dir: str | os.PathLike =
             k = batchnorm.recalibrate_unet(model, dens)
         else:
             model, _ = load_vae(run)
-            grid = GridSpec.from_dict(meta["grid"])
-            x = vae_input(dens, arrays["abc_A"][pick], grid)
+            x = _vae_inputs(meta["grid"], dens, arrays, pick)
             k = batchnorm.recalibrate_vae(model, x, condition_onehot(arrays["prop"][pick], meta["condition"]))
         meta["bn_recalibrated"] = {"data": str(recalibrate_data), "maps": int(len(pick)), "layers": k}
         tmp_dir = run / ".recalibrated"
@@ -205,6 +202,26 @@ def ship_run(run: str | os.PathLike, name: str, weights_dir: str | os.PathLike =
     meta["source_run"] = str(run)
     atomic_write_json(Path(weights_dir) / f"{name}.json", meta)
     return dest
+
+
+def _vae_inputs(grid: dict, density, arrays: dict, pick):
+    """[M, C] (k, n, n, n, 4) of dataset items ``pick``: the cubic box's coordinates from the cell lengths, or
+    (periodic grid) the f·L channels of each item's lattice."""
+    import numpy as np
+
+    if grid.get("encoding") == "periodic":
+        from pymatgen.core import Lattice
+
+        from icsg.representation.periodic import PeriodicGrid, coordinate_channels
+
+        pg = PeriodicGrid.from_dict(grid)
+        coords = [coordinate_channels(Lattice.from_parameters(*arrays["abc_A"][j], *arrays["angles_deg"][j]).matrix, pg)
+                  for j in pick]
+        return np.concatenate([np.asarray(density)[..., None], np.stack(coords)], -1).astype(np.float32)
+    from icsg.grid import GridSpec
+    from icsg.representation.density import vae_input
+
+    return vae_input(density, arrays["abc_A"][pick], GridSpec.from_dict(grid))
 
 
 def warm_start(meta: dict, prev: dict, run: Path, dest: Path) -> dict:

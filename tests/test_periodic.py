@@ -5,8 +5,8 @@ from pymatgen.core import Lattice, Structure
 
 from icsg.errors import CrystalError
 from icsg.metrics import compare
-from icsg.representation.periodic import (PeriodicGrid, canonical_cell, decode_periodic, encode_periodic,
-                                          lattice_from_coordinates, peak_offset)
+from icsg.representation.periodic import PeriodicGrid, canonical_cell, encode_periodic, lattice_from_coordinates
+from icsg.representation.periodic_decode import decode_periodic, peak_offset
 
 
 def _wurtzite():
@@ -98,3 +98,25 @@ def test_roundtrip_command_reads_any_lattice_and_names_a_bad_file(tmp_path):
     res = json.loads(out.read_text())
     assert res["n_decoded"] == 3 and res["match_rate"] == 1.0 and res["angle_max_error_deg"] < 1e-3
     assert [f["id"] for f in res["failures"]] and "broken" in res["failures"][0]["id"]
+
+
+def test_an_implausible_decoded_cell_is_refused_with_the_reason():
+    from icsg.representation.periodic_decode import check_lattice
+
+    good = Lattice.from_parameters(4.0, 5.0, 6.0, 80, 95, 110).matrix
+    assert check_lattice(good) is good
+    flat = np.array([[4.0, 0, 0], [0, 5.0, 0], [4.0, 5.0, 0.01]])
+    with pytest.raises(ValueError, match="lattice-plane spacing"):
+        check_lattice(flat)
+    with pytest.raises(ValueError, match="implausible cell"):
+        check_lattice(np.diag([4.0, 5.0, 400.0]))
+
+
+def test_a_peroxide_pair_merged_into_one_peak_is_read_as_two_atoms():
+    """O–O at 1.5 Å: one density peak, one label region of two balls; the count of balls and the fit to the
+    whole map recover both atoms (peaks alone read one)."""
+    s = Structure(Lattice.tetragonal(3.8, 6.8), ["Ba", "O", "O"], [[0, 0, 0], [0.5, 0.5, 0.39], [0.5, 0.5, 0.61]])
+    e = encode_periodic(s)
+    back = decode_periodic(e.density, e.species, e.coords)
+    m = compare(e.structure, back)
+    assert m.match and m.dn_sites == 0 and m.site_emd_A < 0.01

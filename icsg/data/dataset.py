@@ -6,7 +6,13 @@ Layout of a dataset folder::
     shards/shard_00000.npz  density (k, n, n, n) float32, species (k, n, n, n) uint8 (Z),
                             abc_A (k, 3), ids (k,), split (k,) 0=train 1=val, prop (k,),
                             site_Z (k, max_atoms) uint8: Z of each site of the cell, heaviest first,
-                            0-padded; site_frac (k, max_atoms, 3) their fractional coordinates
+                            0-padded; site_frac (k, max_atoms, 3) their fractional coordinates;
+                            angles_deg (k, 3) of the cell; prop_predicted (k,) bool: the property
+                            value is a model's prediction (``--fill-property``), not the source's
+
+Two encodings: 'density' (the paper's cubic box, ``icsg.grid.GridSpec``) and 'periodic' (any lattice, a grid
+over the Niggli-reduced unit cell, ``icsg.representation.periodic.PeriodicGrid``); the manifest's grid
+says which.
 
 Shards are written atomically (temporary name, then rename) and a rerun skips the
 shards already on disk, so an interrupted ``icsg prepare`` resumes where it stopped.
@@ -25,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from pymatgen.core import Lattice
 
 from icsg.data.filters import FilterConfig, RejectionLog, standardise
 from icsg.data.sources import Record
@@ -32,8 +39,10 @@ from icsg.errors import CrystalError, SourceError
 from icsg.grid import GridSpec
 from icsg.io import atomic_write_json, atomic_save_npz
 from icsg.parallel import pmap
-from icsg.representation.augment import random_rotation, rotate_lengths, rotate_map
+from icsg.representation.augment import (move_periodic_map, random_periodic_move, random_rotation, rotate_lengths,
+                                         rotate_map)
 from icsg.representation.density import coordinate_grid, encode
+from icsg.representation.periodic import PeriodicGrid, coordinate_channels, encode_periodic
 from icsg.representation.sites import canonical_sites
 
 MANIFEST = "manifest.json"
@@ -89,19 +98,30 @@ def _encode_one(args):
     if rec.error is not None:
         return rec, None, rec.error
     try:
-        s = standardise(rec.structure, rec.id, fcfg)
-        e = encode(s, spec, item=rec.id)
+        if isinstance(spec, PeriodicGrid):
+            e = encode_periodic(rec.structure, spec, item=rec.id)
+            s, abc, angles = e.structure, e.lattice[:3], e.lattice[3:]
+        else:
+            s = standardise(rec.structure, rec.id, fcfg)
+            e = encode(s, spec, item=rec.id)
+            abc, angles = e.abc_A, np.full(3, 90.0)
         order = np.argsort([-sp.Z for sp in s.species], kind="stable")
         sites = (np.array([s[i].specie.Z for i in order]), np.mod(s.frac_coords[order], 1.0))
-        return rec, (e.density, e.species.astype(np.uint8), e.abc_A, sites), None
+        return rec, (e.density, e.species.astype(np.uint8), abc, angles, sites), None
     except CrystalError as err:
         return rec, None, err
 
 
-def prepare(records: list[Record], out_dir: str | os.PathLike, spec: GridSpec = GridSpec(),
+def max_sites(spec, filters: FilterConfig) -> int:
+    """Length of the shards' site lists: the periodic grid's site limit, else the filters'."""
+    return spec.max_sites if isinstance(spec, PeriodicGrid) else filters.max_atoms
+
+
+def prepare(records: list[Record], out_dir: str | os.PathLike, spec: GridSpec | PeriodicGrid = GridSpec(),
             filters: FilterConfig = FilterConfig(), cfg: PrepareConfig = PrepareConfig(),
             workers: int | None = None, progress: bool = True, sources: list[str] | None = None) -> dict:
-    """Encode ``records`` into shards under ``out_dir`` and write the manifest (returned)."""
+    """Encode ``records`` into shards under ``out_dir`` (cubic boxes for a ``GridSpec``, any lattice for a
+    ``PeriodicGrid``) and write the manifest (returned)."""
     out = Path(out_dir)
     (out / "shards").mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -123,25 +143,28 @@ def prepare(records: list[Record], out_dir: str | os.PathLike, spec: GridSpec = 
             todo.append((k, path, chunk))
     for k, path, chunk in todo:
         dens, spc, abc, ids, splits, props, els, sites, fracs = [], [], [], [], [], [], set(), [], []
+        angles, predicted, width = [], [], max_sites(spec, filters)
         local_rej = RejectionLog()
         for rec, arrays, err in pmap(_encode_one, [(r, spec, filters) for r in chunk], workers,
                                      desc=f"shard {k + 1}/{n_shards}", total=len(chunk), progress=progress):
             if err is not None:
                 local_rej.add(err)
                 continue
-            d, s, a, (zs, fr) = arrays
-            dens.append(d), spc.append(s), abc.append(a), ids.append(rec.id)
+            d, s, a, ang, (zs, fr) = arrays
+            dens.append(d), spc.append(s), abc.append(a), angles.append(ang), ids.append(rec.id)
             splits.append(split_of(rec.id, cfg.val_fraction, cfg.seed))
             props.append(rec.properties.get(cfg.property, np.nan) if cfg.property else np.nan)
+            predicted.append(bool(cfg.property) and rec.properties.get(f"{cfg.property}_predicted", 0) == 1)
             els.update(int(z) for z in zs)
-            sites.append(np.pad(zs, (0, filters.max_atoms - len(zs))))
-            fracs.append(np.pad(fr, ((0, filters.max_atoms - len(zs)), (0, 0))))
+            sites.append(np.pad(zs, (0, width - len(zs))))
+            fracs.append(np.pad(fr, ((0, width - len(zs)), (0, 0))))
         n = (spec.size,) * 3
         atomic_save_npz(path, density=np.array(dens, np.float32).reshape((-1,) + n),
                         species=np.array(spc, np.uint8).reshape((-1,) + n), abc_A=np.array(abc).reshape(-1, 3),
                         ids=np.array(ids, dtype=str), split=np.array(splits, np.int8), prop=np.array(props, float),
-                        site_Z=np.array(sites, np.uint8).reshape(-1, filters.max_atoms),
-                        site_frac=np.array(fracs, np.float32).reshape(-1, filters.max_atoms, 3))
+                        site_Z=np.array(sites, np.uint8).reshape(-1, width),
+                        site_frac=np.array(fracs, np.float32).reshape(-1, width, 3),
+                        angles_deg=np.array(angles).reshape(-1, 3), prop_predicted=np.array(predicted, bool))
         meta = {"file": path.name, "n": len(ids), "elements": sorted(els), "rejected": local_rej.items}
         atomic_write_json(path.with_suffix(".json"), meta)
         shard_info.append(meta)
@@ -164,10 +187,13 @@ def _manifest(out, records, shard_info, rejected, elements, spec, filters, cfg, 
         if not np.isfinite(train_vals).any():
             raise SourceError(f"property '{cfg.property}' has no values in the sources")
         edges = property_bin_edges(train_vals, cfg.bins)
+        predicted = np.concatenate([np.load(out / "shards" / m["file"])["prop_predicted"] for m in shard_info])
         bins = {"property": cfg.property, "n_bins": cfg.bins, "edges": edges.tolist(),
-                "train_min": float(np.nanmin(train_vals)), "train_max": float(np.nanmax(train_vals))}
+                "train_min": float(np.nanmin(train_vals)), "train_max": float(np.nanmax(train_vals)),
+                "n_predicted": int(predicted.sum())}
     return {
         "format": "icsg-voxels-1",
+        "encoding": "periodic" if isinstance(spec, PeriodicGrid) else "density",
         "sources": sources or [],
         "n_records": len(records),
         "n_encoded": int(len(split)),
@@ -196,7 +222,8 @@ def load_arrays(path: str | os.PathLike, split: str | None = None) -> dict:
     root = Path(path)
     man = load_manifest(root)
     parts = [np.load(root / "shards" / m["file"]) for m in man["shards"] if m["n"] > 0]
-    keys = ("density", "species", "abc_A", "ids", "split", "prop", "site_Z", "site_frac")
+    keys = ("density", "species", "abc_A", "ids", "split", "prop", "site_Z", "site_frac", "angles_deg",
+            "prop_predicted")
     arrays = {k: np.concatenate([p[k] for p in parts]) if parts else np.array([]) for k in keys
               if all(k in p.files for p in parts)}
     if split is not None:
@@ -230,6 +257,9 @@ def _keras_pydataset():
 class VoxelDataset(_keras_pydataset()):
     """Batches of an encoded dataset for Keras ``fit``, with exact random rotations.
 
+    Periodic datasets (any lattice) are augmented by inversion and whole-voxel translations of the origin
+    (``icsg.representation.augment.PeriodicMove``) instead of rotations, and have no readout task.
+
     task='unet':  x = M (B, n, n, n, 1); y = {'species': class index (B, n, n, n),
                   'occupancy': S_B (B, n, n, n, 1)}. With ``crop`` = c, a random c^3 window of
                   each map instead (the UNet is fully convolutional, so windows cost less per
@@ -252,7 +282,8 @@ class VoxelDataset(_keras_pydataset()):
         man = self.arrays["manifest"]
         if limit is not None:
             self.arrays = {k: (v[:limit] if isinstance(v, np.ndarray) else v) for k, v in self.arrays.items()}
-        self.grid = GridSpec.from_dict(man["grid"])
+        self.periodic = man.get("encoding") == "periodic"
+        self.grid = (PeriodicGrid if self.periodic else GridSpec).from_dict(man["grid"])
         self.classes = species_classes(man["elements_Z"])
         self.n_classes = len(man["elements_Z"]) + 1
         self.condition = man.get("condition")
@@ -267,6 +298,9 @@ class VoxelDataset(_keras_pydataset()):
         if task == "vae" and not self.condition:
             raise SourceError(f"{path}: dataset was prepared without --property; the VAE needs a condition")
         if task == "readout":
+            if self.periodic:
+                raise SourceError(f"{path}: the readout encoder reads cubic cells; a periodic dataset trains the "
+                                  "UNet and the VAE")
             if "site_Z" not in self.arrays:
                 raise SourceError(f"{path}: dataset has no site lists (prepared by an older icsg); run 'icsg prepare' "
                                   "again into a new folder")
@@ -309,6 +343,16 @@ class VoxelDataset(_keras_pydataset()):
         dens, spc, coords = [], [], []
         for j in idx:
             d, s, abc = self.arrays["density"][j], self.arrays["species"][j], self.arrays["abc_A"][j]
+            if self.periodic:  # any lattice: the cell stays, the origin moves (and the hand, by inversion)
+                if self.augment:
+                    move = random_periodic_move(self.rng, self.grid.size)
+                    d, s = move_periodic_map(d, move), move_periodic_map(s, move)
+                dens.append(d)
+                spc.append(s)
+                if self.task == "vae":
+                    lat = Lattice.from_parameters(*abc, *self.arrays["angles_deg"][j])
+                    coords.append(coordinate_channels(lat.matrix, self.grid))
+                continue
             if self.augment:
                 rot = random_rotation(self.rng)
                 d, s, abc = rotate_map(d, rot), rotate_map(s, rot), rotate_lengths(abc, rot)

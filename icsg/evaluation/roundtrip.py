@@ -18,7 +18,8 @@ from icsg.grid import GridSpec
 from icsg.parallel import pmap
 from icsg.representation.density import encode
 from icsg.representation.imatgen import ImatgenSpec, decode_imatgen, encode_imatgen
-from icsg.representation.periodic import PeriodicGrid, decode_periodic, encode_periodic
+from icsg.representation.periodic import PeriodicGrid, encode_periodic
+from icsg.representation.periodic_decode import decode_periodic
 from icsg.segmentation.watershed import SegmentationConfig, decode_structure
 
 
@@ -58,16 +59,20 @@ def _one(args):
 
 def run_roundtrip(records: list[Record], cfg: RoundtripConfig = RoundtripConfig(), workers: int | None = None,
                   progress: bool = True) -> dict:
-    """Metrics dict: n, cell_mae_A, site_emd_A, dn_sites, species_accuracy, match_rate, failures, crystals_per_s."""
+    """Metrics dict: n, cell_mae_A, site_emd_A, dn_sites, species_accuracy, match_rate, failures, mismatches (ids
+    decoded to another crystal), crystals_per_s."""
     t0 = time.perf_counter()
-    pairs, failures = [], []
+    pairs, failures, mismatches = [], [], []
     for rid, metrics, err in pmap(_one, [(r, cfg) for r in records], workers, desc=f"roundtrip[{cfg.encoding}]",
                                   total=len(records), progress=progress):
         if err is not None:
             failures.append({"id": rid, "reason": err.reason, "detail": err.detail})
         else:
             pairs.append(metrics)
+            if not metrics.match:
+                mismatches.append(rid)
     out = summarise(pairs, failures, len(records))
+    out["mismatches"] = mismatches
     out["encoding"] = cfg.encoding
     out["seconds"] = time.perf_counter() - t0
     out["crystals_per_s"] = len(records) / out["seconds"] if out["seconds"] > 0 else float("nan")

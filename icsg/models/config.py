@@ -15,6 +15,7 @@ class UNetConfig:
     base_filters: int = 12
     depth: int = 3
     log_eps: float = 1e-3
+    periodic: bool = False  # circular padding (maps over a unit cell, icsg.representation.periodic)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -9,7 +9,8 @@ for a small network. Outputs: ``species`` softmax over K + 1 classes (background
 first) and ``occupancy`` sigmoid, both (B, n, n, n, ·).
 
 Sized for CPUs: the defaults (base 12 filters, 3 levels, 57 classes) give 0.82 M parameters;
-the paper's 31 M network is out of reach on 2 cores. The encoder layers are named
+the paper's 31 M network is out of reach on 2 cores. ``periodic``: circular padding, for maps over a unit
+cell (any lattice). The encoder layers are named
 ``enc_0 .. enc_{depth-1}`` and ``bottleneck``: those are the DFC feature layers.
 """
 
@@ -19,6 +20,7 @@ from __future__ import annotations
 import keras
 from keras import layers, ops
 from icsg.models.config import UNetConfig  # noqa: F401  (re-exported)
+from icsg.models.padding import conv3d
 
 
 @keras.saving.register_keras_serializable(package="icsg")
@@ -36,9 +38,9 @@ class LogChannel(layers.Layer):
         return {**super().get_config(), "eps": self.eps}
 
 
-def _block(x, filters: int, name: str):
+def _block(x, filters: int, name: str, periodic: bool = False):
     for i in range(2):
-        x = layers.Conv3D(filters, 3, padding="same", use_bias=False, name=f"{name}_conv{i}")(x)
+        x = conv3d(x, filters, 3, f"{name}_conv{i}", periodic, use_bias=False)
         x = layers.BatchNormalization(name=f"{name}_bn{i}")(x)
         x = layers.Activation("relu", name=name if i == 1 else f"{name}_act{i}")(x)
     return x
@@ -49,14 +51,14 @@ def build_unet(cfg: UNetConfig) -> keras.Model:
     x = LogChannel(cfg.log_eps, name="log_channel")(inp)
     skips = []
     for level in range(cfg.depth):
-        x = _block(x, cfg.base_filters * 2**level, f"enc_{level}")
+        x = _block(x, cfg.base_filters * 2**level, f"enc_{level}", cfg.periodic)
         skips.append(x)
         x = layers.MaxPooling3D(2, name=f"pool_{level}")(x)
-    x = _block(x, cfg.base_filters * 2**cfg.depth, "bottleneck")
+    x = _block(x, cfg.base_filters * 2**cfg.depth, "bottleneck", cfg.periodic)
     for level in reversed(range(cfg.depth)):
         x = layers.UpSampling3D(2, name=f"up_{level}")(x)
         x = layers.Concatenate(name=f"skip_{level}")([x, skips[level]])
-        x = _block(x, cfg.base_filters * 2**level, f"dec_{level}")
+        x = _block(x, cfg.base_filters * 2**level, f"dec_{level}", cfg.periodic)
     species = layers.Conv3D(cfg.n_classes, 1, activation="softmax", name="species")(x)
     occupancy = layers.Conv3D(1, 1, activation="sigmoid", name="occupancy")(x)
     return keras.Model(inp, {"species": species, "occupancy": occupancy}, name="unet")

@@ -27,6 +27,8 @@ from dataclasses import asdict, dataclass
 import keras
 from keras import layers, ops
 
+from icsg.models.padding import conv3d
+
 
 @dataclass(frozen=True)
 class VAEConfig:
@@ -42,6 +44,7 @@ class VAEConfig:
     # (0 = paper). Light anions are broad shoulders ~2 % of a heavy cation's peak; a plain MSE lets the
     # decoder leave them out (see 'Density loss' in the module docstring).
     density_asinh_k: float = 0.0
+    periodic: bool = False  # circular padding (maps over a unit cell, icsg.representation.periodic)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -91,7 +94,7 @@ def build_encoder(cfg: VAEConfig) -> keras.Model:
     c_in = keras.Input((cfg.n_cond,), name="cond")
     x = layers.Concatenate(name="x_cond")([x_in, TileCondition(n, name="tile_cond")(c_in)])
     for i, f in enumerate(cfg.filters):
-        x = layers.Conv3D(f, 3, padding="same", use_bias=False, name=f"e_conv{i}")(x)
+        x = conv3d(x, f, 3, f"e_conv{i}", cfg.periodic, use_bias=False)
         x = layers.BatchNormalization(name=f"e_bn{i}")(x)
         x = layers.LeakyReLU(0.2, name=f"e_act{i}")(x)
         x = layers.MaxPooling3D(2, name=f"e_pool{i}")(x)
@@ -113,10 +116,10 @@ def build_decoder(cfg: VAEConfig) -> keras.Model:
     x = layers.Reshape((m, m, m, cfg.filters[-1]), name="d_reshape")(x)
     for i, f in enumerate(reversed(cfg.filters)):
         x = layers.UpSampling3D(2, name=f"d_up{i}")(x)
-        x = layers.Conv3D(f, 3, padding="same", use_bias=False, name=f"d_conv{i}")(x)
+        x = conv3d(x, f, 3, f"d_conv{i}", cfg.periodic, use_bias=False)
         x = layers.BatchNormalization(name=f"d_bn{i}")(x)
         x = layers.LeakyReLU(0.2, name=f"d_act{i}")(x)
-    out = layers.Conv3D(cfg.channels, 3, padding="same", name="d_out")(x)
+    out = conv3d(x, cfg.channels, 3, "d_out", cfg.periodic)
     return keras.Model([z_in, c_in], out, name="decoder")
 
 

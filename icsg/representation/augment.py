@@ -63,3 +63,30 @@ def rotate_lengths(abc: np.ndarray, rot: Rotation) -> np.ndarray:
 
 def random_rotation(rng: np.random.Generator) -> Rotation:
     return _ROTATIONS[int(rng.integers(len(_ROTATIONS)))]
+
+
+class PeriodicMove(NamedTuple):
+    """An exact symmetry of a periodic grid over the unit cell: inversion through the origin (voxel i ->
+    n - 1 - i), then a translation by ``shift`` voxels. The lattice and the coordinate channels stay; the
+    crystal's origin moves, which is the one choice the canonical cell leaves free (and its hand, which
+    inversion swaps)."""
+
+    shift: tuple[int, int, int]
+    invert: bool
+
+
+def random_periodic_move(rng: np.random.Generator, n: int) -> PeriodicMove:
+    return PeriodicMove(tuple(int(k) for k in rng.integers(0, n, 3)), bool(rng.integers(0, 2)))
+
+
+def move_periodic_map(a: np.ndarray, move: PeriodicMove) -> np.ndarray:
+    """The map (n, n, n, ...) of the moved crystal."""
+    if move.invert:
+        a = a[::-1, ::-1, ::-1]
+    return np.roll(a, move.shift, axis=(0, 1, 2))
+
+
+def move_fractions(frac: np.ndarray, move: PeriodicMove, n: int) -> np.ndarray:
+    """Fractional coordinates (..., 3) of the moved crystal's sites, in [0, 1)."""
+    f = -np.asarray(frac) if move.invert else np.asarray(frac)
+    return np.mod(f + np.asarray(move.shift) / n, 1.0)

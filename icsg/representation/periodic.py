@@ -6,14 +6,12 @@ cell in fractional coordinates, whatever the lattice: the map is periodic (a net
 and every lattice fits the same n³ grid. The cell is the Niggli-reduced one in pymatgen's standard orientation
 (a along x, b in the xy plane), so one crystal has one lattice matrix (its atoms up to the lattice's symmetry).
 Eq. 1 sums each atom's Gaussian (``width_A``) over its periodic images; eq. 2 labels a voxel with the nearest
-image's element within the label radius. The coordinate channels hold each voxel centre's Cartesian position
+image's element within the label radius (and in the voxel it sits in, so that a small ion in a long cell
+keeps a label). The coordinate channels hold each voxel centre's Cartesian position
 f·L (Å / ``length_scale_A``): they carry the lattice L in the map, and L is read back from them exactly by
 least squares.
 
-Reading the true arrays back (``decode_periodic``): the arrays are tiled by wrapping, each element's label
-region is split into atoms at the map's peaks (watershed), only atoms inside the central cell are kept, and
-each is moved to the vertex of a quadratic fitted to log(M − its neighbours' Gaussians) around it, exact for
-one Gaussian (``refine_positions``).
+The arrays are read back into a crystal by ``icsg.representation.periodic_decode``.
 """
 
 from __future__ import annotations
@@ -28,7 +26,7 @@ from icsg.errors import CrystalError
 from icsg.representation.radii import ionic_radius_A
 
 _NORM = (2 * np.pi) ** -1.5
-_CUTOFF_SIGMAS = 4.0  # Gaussian tails beyond 4 σ (3e-4 of the peak) are dropped
+CUTOFF_SIGMAS = 4.0  # Gaussian tails beyond 4 σ (3e-4 of the peak) are dropped
 
 
 @dataclass(frozen=True)
@@ -53,6 +51,13 @@ class PeriodicGrid:
             raise ValueError(f"PeriodicGrid.size must be >= 8, got {self.size}")
         if self.length_scale_A <= 0 or self.density_scale <= 0 or not 0 < self.label_radius_scale <= 2:
             raise ValueError("PeriodicGrid scales must be positive (label_radius_scale in (0, 2])")
+
+    def to_dict(self) -> dict:
+        return {"encoding": "periodic", **{k: getattr(self, k) for k in self.__dataclass_fields__}}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "PeriodicGrid":
+        return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
 
     def fractions(self) -> np.ndarray:
         """(n³, 3) fractional coordinates of the voxel centres, in C order of (i, j, k)."""
@@ -96,6 +101,11 @@ def canonical_cell(structure: Structure, grid: PeriodicGrid = PeriodicGrid(), it
 MIN_WIDTH_A = 0.5
 
 
+def gaussian(z: int, sigma_A: float, c: np.ndarray) -> np.ndarray:
+    """Eq. 1's term of one atom (e/Å³) at Cartesian offsets ``c`` (m, 3) Å from it: Z N(0, σ² I)."""
+    return _NORM * z / sigma_A**3 * np.exp(-np.einsum("ij,ij->i", c, c) / (2 * sigma_A * sigma_A))
+
+
 @lru_cache(maxsize=None)
 def width_A(z: int) -> float:
     """Gaussian width (Å) of element ``z``: its mean Shannon ionic radius (eq. 1), else (H, noble gases) its
@@ -105,9 +115,10 @@ def width_A(z: int) -> float:
     return max(float(r), MIN_WIDTH_A)
 
 
-def _window(p: np.ndarray, matrix: np.ndarray, reach_A: float, n: int):
+def voxels_near(p: np.ndarray, matrix: np.ndarray, reach_A: float, n: int) -> tuple[np.ndarray, np.ndarray]:
     """Voxels within ``reach_A`` of fractional point ``p``, periodic images included: (flat voxel indices (m,),
-    squared distances (m,) Å²). The indices run past the cell and wrap, so each image is one more voxel."""
+    Cartesian vectors voxel centre − p (m, 3) Å). The indices run past the cell and wrap, so each image is one
+    more voxel."""
     spacing = 1.0 / np.linalg.norm(np.linalg.inv(matrix).T, axis=1)  # distance between lattice planes
     axes, diffs = [], []
     for k in range(3):
@@ -115,12 +126,13 @@ def _window(p: np.ndarray, matrix: np.ndarray, reach_A: float, n: int):
         idx = np.arange(int(np.ceil((p[k] - w) * n - 0.5)), int(np.floor((p[k] + w) * n - 0.5)) + 1)
         axes.append(np.mod(idx, n))
         diffs.append((idx + 0.5) / n - p[k])
-    c = (diffs[0][:, None, None, None] * matrix[0] + diffs[1][None, :, None, None] * matrix[1]
-         + diffs[2][None, None, :, None] * matrix[2])
-    d2 = np.einsum("abcx,abcx->abc", c, c).ravel()
-    flat = (axes[0][:, None, None] * n * n + axes[1][None, :, None] * n + axes[2][None, None, :]).ravel()
-    keep = d2 <= reach_A * reach_A
-    return flat[keep], d2[keep]
+    g = matrix @ matrix.T  # metric tensor: |d·L|² = d G dᵀ, computed on the box before any vector is built
+    d0, d1, d2 = diffs[0][:, None, None], diffs[1][None, :, None], diffs[2][None, None, :]
+    r2 = (g[0, 0] * d0 * d0 + g[1, 1] * d1 * d1 + g[2, 2] * d2 * d2
+          + 2 * (g[0, 1] * d0 * d1 + g[0, 2] * d0 * d2 + g[1, 2] * d1 * d2))
+    i, j, k = np.nonzero(r2 <= reach_A * reach_A)
+    c = np.stack([diffs[0][i], diffs[1][j], diffs[2][k]], 1) @ matrix
+    return axes[0][i] * n * n + axes[1][j] * n + axes[2][k], c
 
 
 def render_periodic(frac: np.ndarray, z: np.ndarray, matrix: np.ndarray, grid: PeriodicGrid = PeriodicGrid(),
@@ -136,11 +148,14 @@ def render_periodic(frac: np.ndarray, z: np.ndarray, matrix: np.ndarray, grid: P
     best = np.full(n**3, np.inf)  # squared distance to the nearest labelling atom
     lab = np.zeros(n**3, np.int16)
     for p, zi, s, rl in zip(np.mod(np.asarray(frac, dtype=np.float64), 1.0), z, sigma, label_r):
-        idx, d2 = _window(p, matrix, _CUTOFF_SIGMAS * s, n)
-        dens += np.bincount(idx, _NORM * zi / s**3 * np.exp(-d2 / (2 * s * s)), minlength=n**3)
-        idx, d2 = _window(p, matrix, rl, n)
+        idx, c = voxels_near(p, matrix, CUTOFF_SIGMAS * s, n)
+        dens += np.bincount(idx, gaussian(zi, s, c), minlength=n**3)
+        idx, c = voxels_near(p, matrix, rl, n)
+        own = np.floor(p * n).astype(int)  # the voxel the atom is in: every atom labels one, however small
+        own_c = ((own + 0.5) / n - p) @ matrix
+        idx = np.append(idx, (own[0] * n + own[1]) * n + own[2])
         nearest = np.full(n**3, np.inf)
-        np.minimum.at(nearest, idx, d2)
+        np.minimum.at(nearest, idx, np.append(np.einsum("ij,ij->i", c, c), own_c @ own_c))
         inside = nearest < best
         best[inside], lab[inside] = nearest[inside], zi
     return (dens / grid.density_scale).reshape(n, n, n).astype(np.float32), lab.reshape(n, n, n)
@@ -170,106 +185,3 @@ def encode_periodic(structure: Structure, grid: PeriodicGrid = PeriodicGrid(), i
     return PeriodicEncoding(dens, lab, (lab > 0).astype(np.uint8),
                             np.array([*s.lattice.abc, *s.lattice.angles], dtype=np.float64),
                             coordinate_channels(matrix, grid), s)
-
-
-_OFFSETS = np.stack(np.meshgrid(*[np.arange(-1, 2)] * 3, indexing="ij"), -1).reshape(-1, 3)
-_DESIGN = np.column_stack([np.ones(27), _OFFSETS, _OFFSETS**2, _OFFSETS[:, 0] * _OFFSETS[:, 1],
-                           _OFFSETS[:, 0] * _OFFSETS[:, 2], _OFFSETS[:, 1] * _OFFSETS[:, 2]])
-
-
-def peak_offset(log_m: np.ndarray, max_offset: float = 1.0) -> np.ndarray | None:
-    """Offset (3,) in voxels of the maximum of a quadratic fitted to log M over 27 voxels around a point
-    (``log_m`` (3, 3, 3)), exact for one Gaussian; None when the fit has no maximum within ``max_offset``."""
-    c, *_ = np.linalg.lstsq(_DESIGN, log_m.reshape(27), rcond=None)
-    g = c[1:4]
-    h = np.array([[2 * c[4], c[7], c[8]], [c[7], 2 * c[5], c[9]], [c[8], c[9], 2 * c[6]]])
-    try:
-        v = np.linalg.solve(h, -g)
-    except np.linalg.LinAlgError:
-        return None
-    if np.any(np.linalg.eigvalsh(h) >= 0) or np.any(np.abs(v) > max_offset):
-        return None
-    return v
-
-
-def _markers(m: np.ndarray, mask: np.ndarray, is_peak: np.ndarray) -> np.ndarray:
-    """Watershed markers of one element's label region: the map's peaks in it (tied voxels one peak), and the
-    highest voxel of each part of the region without a peak of its own (a light atom whose Gaussian sits on a
-    heavy neighbour's tail). Two atoms of one element whose Gaussians merge into one peak (O–O in a peroxide)
-    stay one atom."""
-    from scipy import ndimage
-
-    markers, k = ndimage.label(is_peak & mask, structure=np.ones((3, 3, 3)))
-    parts, n_parts = ndimage.label(mask)
-    unmarked = np.setdiff1d(np.arange(1, n_parts + 1), np.unique(parts[markers > 0]))
-    for part in unmarked:
-        k += 1
-        sel = np.flatnonzero((parts == part).ravel())
-        markers.ravel()[sel[np.argmax(m.ravel()[sel])]] = k
-    return markers
-
-
-def decode_periodic(density: np.ndarray, species: np.ndarray, coords: np.ndarray,
-                    grid: PeriodicGrid = PeriodicGrid()) -> Structure:
-    """The crystal of periodic arrays: lattice from the coordinate channels, one atom per density peak of each
-    element's label region (``_markers``; watershed, the arrays tiled by wrapping), placed where the map says
-    (``refine_positions``)."""
-    from scipy import ndimage
-    from skimage.segmentation import watershed
-
-    n, pad = grid.size, grid.size  # 3 × 3 × 3 cells: a label ball can span most of a thin cell
-    matrix = lattice_from_coordinates(coords, grid)
-    lab = np.pad(np.asarray(species), pad, mode="wrap")
-    m = np.pad(np.asarray(density, dtype=np.float64), pad, mode="wrap")
-    is_peak = m >= ndimage.maximum_filter(m, size=3, mode="nearest") * (1 - 1e-6)
-    zs, fracs = [], []
-    for z in np.unique(lab[lab > 0]):
-        mask = lab == z
-        markers = _markers(m, mask, is_peak)
-        regions = watershed(-m, markers, mask=mask)
-        for r, sl in enumerate(ndimage.find_objects(regions), start=1):
-            if sl is None:
-                continue
-            inside = regions[sl] == r
-            p = np.array(np.unravel_index(np.argmax(np.where(inside, m[sl], -np.inf)), inside.shape)) + \
-                [q.start for q in sl]
-            if np.any(p < pad) or np.any(p >= pad + n) or any(q.start == 0 or q.stop == 3 * n for q in sl):
-                continue  # another image's copy of an atom of the cell, or a copy cut by the tiling's edge
-            centroid = np.argwhere(inside).mean(0) + [q.start for q in sl]
-            zs.append(int(z))
-            fracs.append(np.mod((centroid + 0.5 - pad) / n, 1.0))
-    if not zs:
-        raise ValueError("no atoms in the map")
-    fracs = refine_positions(np.asarray(density), np.array(zs), np.array(fracs), matrix, grid)
-    return Structure(Lattice(matrix), [Element.from_Z(z) for z in zs], fracs)
-
-
-def refine_positions(density: np.ndarray, z: np.ndarray, frac: np.ndarray, matrix: np.ndarray,
-                     grid: PeriodicGrid = PeriodicGrid(), iterations: int = 6) -> np.ndarray:
-    """Atom positions (N, 3) fractional that explain the map: each atom moved, all at once, to the quadratic
-    vertex of log(map − every other Gaussian, its own other images included) over the 27 voxels around it.
-    Where atoms' tails overlap, the peak of the map is not at any atom; what is left after the neighbours are
-    taken away is one Gaussian, whose vertex is exact. A few rounds, as the neighbours' positions improve."""
-    n = grid.size
-    m = np.asarray(density, dtype=np.float64).ravel() * grid.density_scale
-    sigma = np.array([width_A(int(k)) for k in z])
-    amp = _NORM * np.asarray(z, dtype=np.float64) / sigma**3
-    frac = np.mod(np.asarray(frac, dtype=np.float64), 1.0)
-    for _ in range(iterations):
-        total = render_periodic(frac, z, matrix, grid)[0].ravel().astype(np.float64) * grid.density_scale
-        new = frac.copy()
-        for i, (p, s, a) in enumerate(zip(frac, sigma, amp)):
-            centre = np.round(p * n - 0.5).astype(int)
-            vox = centre + _OFFSETS
-            d = (vox + 0.5) / n - p
-            c = d @ matrix
-            own = a * np.exp(-np.einsum("ij,ij->i", c, c) / (2 * s * s))  # this image only
-            flat = np.ravel_multi_index(tuple(np.mod(vox, n).T), (n, n, n))
-            rest = m[flat] - total[flat] + own
-            if np.any(rest <= 0):
-                continue
-            v = peak_offset(np.log(rest).reshape(3, 3, 3), max_offset=3.0)
-            if v is not None:
-                new[i] = np.mod((centre + v + 0.5) / n, 1.0)
-        frac = new
-    return frac

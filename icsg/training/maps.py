@@ -26,7 +26,8 @@ def train_unet(data_dir, out_dir, model_cfg: dict | None = None, cfg: TrainConfi
     train = VoxelDataset(data_dir, "train", "unet", cfg.batch_size, augment=True, seed=cfg.seed, limit=limit,
                          crop=crop)
     val = VoxelDataset(data_dir, "val", "unet", cfg.batch_size, augment=False, shuffle=False, limit=cfg.val_limit)
-    ucfg = UNetConfig(n_classes=train.n_classes, grid_size=train.grid.size, **(model_cfg or {}))
+    ucfg = UNetConfig(n_classes=train.n_classes, grid_size=train.grid.size,
+                      **({"periodic": train.periodic} | (model_cfg or {})))
     counts = voxel_class_counts(train.arrays["species"], train.classes, train.n_classes)
     weights = class_weights(counts)
     man = train.arrays["manifest"]
@@ -63,7 +64,8 @@ def train_vae(data_dir, out_dir, unet_location, vae_cfg: dict | None = None, cfg
 
     train = VoxelDataset(data_dir, "train", "vae", cfg.batch_size, augment=True, seed=cfg.seed, limit=limit)
     val = VoxelDataset(data_dir, "val", "vae", cfg.batch_size, augment=False, shuffle=False, limit=cfg.val_limit)
-    vcfg = VAEConfig(grid_size=train.grid.size, n_cond=train.condition["n_bins"], **(vae_cfg or {}))
+    vcfg = VAEConfig(grid_size=train.grid.size, n_cond=train.condition["n_bins"],
+                     **({"periodic": train.periodic} | (vae_cfg or {})))
     features = None
     if unet_location is not None and vcfg.alpha > 0:
         unet, _ = load_unet(unet_location)
