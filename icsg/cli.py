@@ -100,12 +100,13 @@ def _report(res: dict, a) -> int:
 
 
 def cmd_reconstruct(a) -> int:
-    from icsg.evaluation.reconstruct_periodic import is_periodic, reconstruct_periodic
-    from icsg.pretrained import WEIGHTS_DIR, read_description
+    from icsg.pretrained import WEIGHTS_DIR, is_periodic
 
     recs = _records(a.sources, a.limit)
     weights = Path(a.weights or WEIGHTS_DIR)
-    if is_periodic(read_description(weights / "vae.json", "ship a VAE with 'icsg ship-weights'")):
+    if is_periodic(weights):
+        from icsg.evaluation.reconstruct_periodic import reconstruct_periodic
+
         return _report(reconstruct_periodic(recs, weights, weights, batch_size=a.batch, workers=a.workers), a)
     from icsg.evaluation.reconstruct import reconstruct_codes
     from icsg.generation.codec import DensityCodec

@@ -85,6 +85,13 @@ def read_description(path: str | os.PathLike, how_to_make: str) -> dict:
         raise WeightsError(f"{path}: not valid JSON ({exc})") from None
 
 
+def is_periodic(location: str | os.PathLike) -> bool:
+    """Whether the VAE of a weights or run folder reads periodic maps (any lattice)."""
+    loc = Path(location)
+    path = loc / "model.json" if (loc / "model.json").exists() else loc / "vae.json"
+    return path.exists() and bool(json.loads(path.read_text()).get("config", {}).get("periodic"))
+
+
 def load_unet(location: str | os.PathLike = WEIGHTS_DIR):
     """(keras UNet, meta). ``meta['elements_Z']`` maps class k to Z = elements_Z[k-1]."""
     from icsg.models.unet import UNetConfig, build_unet
@@ -159,7 +166,7 @@ def ship_run(run: str | os.PathLike, name: str, weights_dir: str | os.PathLike =
     run = Path(run)
     meta, w = _pair(run, name)
     if recalibrate_data is not None and name in ("unet", "vae"):  # the readout trains on whole maps already
-        from icsg.data.dataset import condition_onehot, load_arrays
+        from icsg.data.dataset import condition_onehot, load_arrays, vae_inputs
         from icsg.models import batchnorm
 
         arrays = load_arrays(recalibrate_data, "train")
@@ -176,7 +183,7 @@ def ship_run(run: str | os.PathLike, name: str, weights_dir: str | os.PathLike =
             k = batchnorm.recalibrate_unet(model, dens)
         else:
             model, _ = load_vae(run)
-            x = _vae_inputs(meta["grid"], dens, arrays, pick)
+            x = vae_inputs(meta["grid"], dens, arrays, pick)
             k = batchnorm.recalibrate_vae(model, x, condition_onehot(arrays["prop"][pick], meta["condition"]))
         meta["bn_recalibrated"] = {"data": str(recalibrate_data), "maps": int(len(pick)), "layers": k}
         tmp_dir = run / ".recalibrated"
@@ -202,26 +209,6 @@ def ship_run(run: str | os.PathLike, name: str, weights_dir: str | os.PathLike =
     meta["source_run"] = str(run)
     atomic_write_json(Path(weights_dir) / f"{name}.json", meta)
     return dest
-
-
-def _vae_inputs(grid: dict, density, arrays: dict, pick):
-    """[M, C] (k, n, n, n, 4) of dataset items ``pick``: the cubic box's coordinates from the cell lengths, or
-    (periodic grid) the f·L channels of each item's lattice."""
-    import numpy as np
-
-    if grid.get("encoding") == "periodic":
-        from pymatgen.core import Lattice
-
-        from icsg.representation.periodic import PeriodicGrid, coordinate_channels
-
-        pg = PeriodicGrid.from_dict(grid)
-        coords = [coordinate_channels(Lattice.from_parameters(*arrays["abc_A"][j], *arrays["angles_deg"][j]).matrix, pg)
-                  for j in pick]
-        return np.concatenate([np.asarray(density)[..., None], np.stack(coords)], -1).astype(np.float32)
-    from icsg.grid import GridSpec
-    from icsg.representation.density import vae_input
-
-    return vae_input(density, arrays["abc_A"][pick], GridSpec.from_dict(grid))
 
 
 def warm_start(meta: dict, prev: dict, run: Path, dest: Path) -> dict:

@@ -135,3 +135,9 @@ def test_the_periodic_models_train_and_reconstruct_from_the_commands(tmp_path):
     assert main(["reconstruct", str(_csv(tmp_path, n=3)), "--weights", str(w), "--json", str(tmp_path / "r.json")]) == 0
     rec = json.loads((tmp_path / "r.json").read_text())
     assert rec["n"] == 3 and rec["rejected"] == {"too_many_atoms": 1}
+    assert main(["fit-latent-prior", str(ds), "--weights", str(w), "--maps", "20"]) == 0
+    assert main(["generate", "--weights", str(w), "--n", "4", "--condition", "2", "--out", str(tmp_path / "gen")]) == 0
+    gen = json.loads((tmp_path / "gen" / "summary.json").read_text())
+    assert gen["model"] == "periodic" and gen["n_requested"] == 4 and gen["read"] + len(gen["failures"]) == 4
+    # options of the perovskite generator are refused by name
+    assert main(["generate", "--weights", str(w), "--guide", "3", "--out", str(tmp_path / "gen2")]) == 2

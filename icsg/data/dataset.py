@@ -209,6 +209,19 @@ def _manifest(out, records, shard_info, rejected, elements, spec, filters, cfg, 
     }
 
 
+def vae_inputs(grid: dict, density: np.ndarray, arrays: dict, idx) -> np.ndarray:
+    """[M, C] (k, n, n, n, 4) float32 of dataset items ``idx`` (``density`` their maps): the cubic box's
+    coordinates from the cell lengths, or (a periodic grid) the f·L channels of each item's lattice."""
+    if grid.get("encoding") == "periodic":
+        pg = PeriodicGrid.from_dict(grid)
+        coords = [coordinate_channels(Lattice.from_parameters(*arrays["abc_A"][j], *arrays["angles_deg"][j]).matrix,
+                                      pg) for j in idx]
+        return np.concatenate([np.asarray(density)[..., None], np.stack(coords)], -1).astype(np.float32)
+    from icsg.representation.density import vae_input
+
+    return vae_input(density, arrays["abc_A"][idx], GridSpec.from_dict(grid))
+
+
 def load_manifest(path: str | os.PathLike) -> dict:
     p = Path(path)
     p = p / MANIFEST if p.is_dir() else p

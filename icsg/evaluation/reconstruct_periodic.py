@@ -56,10 +56,6 @@ def _decode_one(args):
         return rid, None, CrystalError(rid, "decode_failed", str(err))
 
 
-def is_periodic(vae_meta: dict) -> bool:
-    return bool(vae_meta.get("config", {}).get("periodic"))
-
-
 def reconstruct_periodic(records: list[Record], vae_location: str | Path, unet_location: str | Path,
                          batch_size: int = 8, fit_tol: float | None = None, workers: int | None = None,
                          progress: bool = True) -> dict:
@@ -68,7 +64,7 @@ def reconstruct_periodic(records: list[Record], vae_location: str | Path, unet_l
     has none). ``fit_tol`` is ``decode_periodic``'s: None reads decoded maps by their peaks alone."""
     t0 = time.perf_counter()
     vae, vmeta = load_vae(vae_location)
-    if not is_periodic(vmeta):
+    if not vmeta.get("config", {}).get("periodic"):
         raise SourceError(f"{vae_location}: not a periodic VAE (train it on a dataset prepared with --encoding periodic)")
     unet, umeta = load_unet(unet_location)
     grid = PeriodicGrid.from_dict(vmeta["grid"])

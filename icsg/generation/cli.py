@@ -139,6 +139,12 @@ def run_generate(a) -> dict:
         raise SourceError(f"{out}: output directory cannot be written ({exc.strerror})") from None
     if a.n is not None and a.n <= 0:
         raise ValueError(f"--n must be positive, got {a.n}")
+    from icsg.pretrained import is_periodic
+
+    if is_periodic(a.weights):  # any-lattice models: their own, simpler generator
+        from icsg.generation.periodic import run_generate_periodic
+
+        return run_generate_periodic(a, out)
     t0 = time.perf_counter()
     from icsg.generation.baselines import make_generator
 
@@ -225,7 +231,9 @@ def register_cli(sub) -> None:
     p.add_argument("--guide", type=int, default=1,
                    help="random mode: decode this many codes per crystal and keep those the readout puts nearest "
                         "the requested property (default 1: no guidance; costs GUIDE times the decoding)")
-    p.add_argument("--weights", default=str(WEIGHTS_DIR))
+    p.add_argument("--weights", default=str(WEIGHTS_DIR),
+                   help="weights folder (default: the shipped perovskite models); a folder of periodic models "
+                        "(any lattice) samples random codes per --condition")
     p.add_argument("--data", default=None, help="CSV to look base ids up in")
     p.add_argument("--train", default=None, help="training CSV for the novelty filter (default: the VAE's)")
     p.add_argument("--no-novelty", action="store_true", help="skip the training-set comparison")
@@ -236,6 +244,9 @@ def register_cli(sub) -> None:
 
 def _cmd(a) -> int:
     s = run_generate(a)
+    if s.get("model") == "periodic":
+        print(json.dumps({k: s[k] for k in ("condition", "n_requested", "read", "wall_seconds")}, indent=2))
+        return 0
     print(json.dumps({k: s[k] for k in ("mode", "n_requested", "funnel", "rates", "cif_files", "wall_seconds",
                                         "crystals_per_second")}, indent=2, default=float))
     return 0

@@ -102,22 +102,23 @@ def posterior_means(vae, vae_meta: dict, data_dir: str | os.PathLike, n_maps: in
                     batch_size: int = 32, split: str = "train") -> Codes:
     """Posterior means of up to ``n_maps`` maps of one split of a prepared dataset, each under its own bin,
     with the bins, conditions and cell lengths. ``vae``: the VAE (its z_map) or a ``DensityCodec`` (whole codes)."""
-    from icsg.data.dataset import condition_onehot, load_arrays
-    from icsg.grid import GridSpec
-    from icsg.representation.density import vae_input
+    from icsg.data.dataset import condition_onehot, load_arrays, vae_inputs
 
     arrays = load_arrays(data_dir, split)
     if len(arrays["ids"]) == 0:
         raise ValueError(f"{data_dir}: no {'training' if split == 'train' else split} maps")
-    grid = GridSpec.from_dict(vae_meta["grid"])
-    if arrays["density"].shape[1] != grid.size:
-        raise ValueError(f"{data_dir}: maps are {arrays['density'].shape[1]}^3, the VAE takes {grid.size}^3")
+    size = vae_meta["grid"]["size"]
+    if arrays["density"].shape[1] != size or arrays["manifest"].get("encoding", "density") != \
+            vae_meta["grid"].get("encoding", "density"):
+        raise ValueError(f"{data_dir}: maps are {arrays['manifest'].get('encoding', 'density')} "
+                         f"{arrays['density'].shape[1]}^3, the VAE takes {vae_meta['grid'].get('encoding', 'density')} "
+                         f"{size}^3")
     pick = np.sort(np.random.default_rng(seed).permutation(len(arrays["ids"]))[:n_maps])
     onehot = condition_onehot(arrays["prop"][pick], vae_meta["condition"])
     out = []
     for i in range(0, len(pick), batch_size):
         idx = pick[i:i + batch_size]
-        x = vae_input(arrays["density"][idx], arrays["abc_A"][idx], grid)
+        x = vae_inputs(vae_meta["grid"], arrays["density"][idx], arrays, idx)
         if hasattr(vae, "encode_maps"):  # a DensityCodec: the whole code [z_map, z_read]
             out.append(vae.encode_maps(x, onehot[i:i + batch_size], arrays["site_Z"][idx], arrays["site_frac"][idx],
                                        arrays["abc_A"][idx]))
@@ -185,12 +186,33 @@ def write_code_prior(codec, weights_dir: str | os.PathLike, data_dir: str | os.P
     return prior, info, codes
 
 
+def fit_periodic_prior(weights_dir: str | os.PathLike, data_dir: str | os.PathLike, n_maps: int = 8192,
+                       seed: int = 0) -> dict:
+    """Per-bin Gaussians over the periodic VAE's codes of ``n_maps`` training maps -> WEIGHTS/vae_prior.npz;
+    returns its description."""
+    from icsg.pretrained import load_vae, sha256
+
+    vae, meta = load_vae(weights_dir)
+    codes = posterior_means(vae, meta, data_dir, n_maps, seed)
+    prior = fit_latent_prior(codes.mu, codes.bins, int(meta["condition"]["n_bins"]), source=str(data_dir))
+    out = Path(weights_dir) / PRIOR_FILE
+    save_latent_prior(prior, out)
+    return {"file": PRIOR_FILE, "sha256": sha256(out), "maps": prior.n_maps, "data": str(data_dir), "seed": seed,
+            "per_bin": prior.counts.tolist(), "dim": int(codes.mu.shape[1])}
+
+
 def cmd_fit_latent_prior(a) -> int:
     from icsg.generation.codec import DensityCodec
     from icsg.io import atomic_write_json
     from icsg.pretrained import WEIGHTS_DIR
 
     weights = Path(a.weights or WEIGHTS_DIR)
+    from icsg.pretrained import is_periodic
+
+    if is_periodic(weights):  # any-lattice models: Gaussians over the VAE's codes only
+        info = fit_periodic_prior(weights, a.data, a.maps, a.seed)
+        print(f"code prior from {info['maps']} maps ({info['dim']} dimensions) -> {weights / PRIOR_FILE}")
+        return 0
     codec = DensityCodec(weights)
     prior, info, codes = write_code_prior(codec, weights, a.data, a.maps, a.seed)
     if a.flow_steps > 0:
