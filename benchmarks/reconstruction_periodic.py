@@ -62,7 +62,7 @@ def render(r: dict) -> str:
         "|---|---|---|---|---|---|---|---|---|",
         f"| {r['n']} | {r['match_rate']:.4f} | {r['cell_mae_A']:.4f} | {r['angle_mae_deg']:.3f} | {r['site_emd_A']:.4f} | "
         f"{r['dn_sites']:.3f} | {r['species_accuracy']:.4f} | {r['crystals_per_s']:.2f} | {r['peak_rss_GB']:.2f} |",
-    ]) + "\n"
+    ] + (["", f"Note: {r['note']}."] if r.get("note") else [])) + "\n"
 
 
 if __name__ == "__main__":

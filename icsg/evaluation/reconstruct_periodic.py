@@ -51,7 +51,8 @@ def _encode_one(args):
 def _decode_one(args):
     rid, ref, density, species, coords, grid, fit_tol = args
     try:
-        return rid, compare(ref, decode_periodic(density, species, coords, grid, fit_tol=fit_tol)), None
+        return rid, compare(ref, decode_periodic(density, species, coords, grid, fit_tol=fit_tol,
+                                                    max_atoms=2 * grid.max_sites)), None
     except ValueError as err:  # a decoded map without atoms, or with an implausible cell
         return rid, None, CrystalError(rid, "decode_failed", str(err))
 

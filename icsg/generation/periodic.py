@@ -29,7 +29,7 @@ from icsg.segmentation.unet_inference import segment_maps
 def _read(args):
     density, species, coords, grid = args
     try:
-        return decode_periodic(density, species, coords, grid, fit_tol=None), ""
+        return decode_periodic(density, species, coords, grid, fit_tol=None, max_atoms=2 * grid.max_sites), ""
     except ValueError as err:  # no atoms in the map, or a cell no crystal has
         return None, str(err)
 

@@ -90,11 +90,13 @@ def check_lattice(matrix: np.ndarray, min_spacing_A: float = 0.5, max_length_A: 
 
 
 def decode_periodic(density: np.ndarray, species: np.ndarray, coords: np.ndarray,
-                    grid: PeriodicGrid = PeriodicGrid(), fit_tol: float | None = 1e-5) -> Structure:
+                    grid: PeriodicGrid = PeriodicGrid(), fit_tol: float | None = 1e-5,
+                    max_atoms: int | None = None) -> Structure:
     """The crystal of periodic arrays: lattice from the coordinate channels, one atom per density peak of each
     element's label region (``_markers``; watershed, the arrays tiled by wrapping), placed where the map says
     (``refine_positions``); where the atoms then leave more than ``fit_tol`` of the map unexplained (relative
-    L2), the atom set is fitted to the whole map (``select_atoms``; None skips that)."""
+    L2), the atom set is fitted to the whole map (``select_atoms``; None skips that). More than ``max_atoms``
+    atoms is a ValueError (decoded maps: reading hundreds of spurious atoms costs minutes)."""
     from scipy import ndimage
     from skimage.segmentation import watershed
 
@@ -123,6 +125,8 @@ def decode_periodic(density: np.ndarray, species: np.ndarray, coords: np.ndarray
             fracs.append(np.mod((centroid + 0.5 - pad) / n, 1.0))
     if not zs:
         raise ValueError("no atoms in the map")
+    if max_atoms is not None and len(zs) > max_atoms:  # a decoded map no crystal of the training sizes explains
+        raise ValueError(f"{len(zs)} atoms in the map > {max_atoms}")
     z, fracs = np.array(zs), refine_positions(np.asarray(density), np.array(zs), np.array(fracs), matrix, grid)
     if fit_tol is not None and relative_residual(density, z, fracs, matrix, grid) > fit_tol:
         z, fracs, _ = select_atoms(np.asarray(density), np.asarray(species), z, fracs, matrix, grid, tol=fit_tol)
