@@ -110,9 +110,9 @@ def posterior_means(vae, vae_meta: dict, data_dir: str | os.PathLike, n_maps: in
     size = vae_meta["grid"]["size"]
     if arrays["density"].shape[1] != size or arrays["manifest"].get("encoding", "density") != \
             vae_meta["grid"].get("encoding", "density"):
-        raise ValueError(f"{data_dir}: maps are {arrays['manifest'].get('encoding', 'density')} "
-                         f"{arrays['density'].shape[1]}^3, the VAE takes {vae_meta['grid'].get('encoding', 'density')} "
-                         f"{size}^3")
+        raise ValueError(f"{data_dir}: maps are {arrays['density'].shape[1]}^3 "
+                         f"({arrays['manifest'].get('encoding', 'density')}), the VAE takes {size}^3 "
+                         f"({vae_meta['grid'].get('encoding', 'density')})")
     pick = np.sort(np.random.default_rng(seed).permutation(len(arrays["ids"]))[:n_maps])
     onehot = condition_onehot(arrays["prop"][pick], vae_meta["condition"])
     out = []
