@@ -129,7 +129,6 @@ def main(argv: list[str] | None = None) -> int:
             f"{r['property']} {r['cgcnn_mae']:.4g} {r['unit']}" for r in props["rows"]) + "."]
     lines += ["", "Full sha256 values are in each model's JSON (`sha256`).", ""]
     lines += _baselines(sha256)
-    lines += _periodic(sha256)
     lines = [ln for ln in lines if ln is not None]  # optional lines that do not apply
     (W / "MODEL_CARD.md").write_text("\n".join(lines))
     print("\n".join(lines))
@@ -227,35 +226,3 @@ def _baselines(sha256) -> list[str]:
 
 if __name__ == "__main__":
     sys.exit(main())
-
-
-def _periodic(sha256) -> list[str]:
-    """The any-lattice UNet and VAE (``weights/periodic/``), if shipped."""
-    folder = W / "periodic"
-    metas = {n: _load(folder / f"{n}.json") for n in ("unet", "vae")}
-    if not all(metas.values()):
-        return []
-    data = _load(Path(metas["vae"]["data"]) / "manifest.json") if Path(metas["vae"]["data"]).exists() else None
-    rec = _load(R / "reconstruction_periodic.json")
-    out = ["## Any lattice: periodic UNet and Cond-VAE (`weights/periodic/`)", "",
-           "Trained on maps over the Niggli-reduced unit cell (`icsg prepare --encoding periodic`, circular padding); "
-           "the commands are `data_prep/train_periodic_models.sh`. Choose them with `--weights weights/periodic`.", ""]
-    if data:
-        c = data["condition"]
-        out += [f"- data: `{' '.join(data['sources'])}` -> {data['n_encoded']} crystals ({data['n_train']} training / "
-                f"{data['n_val']} validation by material id hash; rejected {data['rejected']['counts']}); condition "
-                f"{c['property']} deciles, {c['n_predicted']} values predicted by the shipped CGCNN (no DFT value in "
-                "their set), the rest DFT"]
-    for name, meta in metas.items():
-        tr = meta.get("training") or {}
-        secs = tr.get("epoch_seconds") or []
-        out += [f"- {name}: `{meta.get('command', '')}`; config `{json.dumps(meta.get('config'))}`; "
-                f"{tr.get('epochs_done')} epochs of {meta.get('train', {}).get('steps_per_epoch')} steps, best validation "
-                f"loss {tr.get('best', float('nan')):.4f} at epoch {tr.get('best_epoch')}, {sum(secs) / 3600:.2f} h on 2 "
-                f"CPU cores shared with other jobs; last epoch `{json.dumps({k: round(v, 4) for k, v in (tr.get('last_logs') or {}).items()})}`; "
-                f"sha256 `{sha256(folder / f'{name}.weights.h5')}`"]
-    if rec:
-        out += [f"- held-out reconstruction (`{rec['command']}`): match {rec['match_rate']:.4f} over {rec['n']} "
-                f"crystals, cell MAE {rec['cell_mae_A']:.3f} Å, site EMD {rec['site_emd_A']:.3f} Å"]
-    return out + [""]
-

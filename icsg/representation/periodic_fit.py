@@ -18,17 +18,18 @@ SPLIT_A = 0.35  # half the separation the two halves of a split atom start from 
 
 
 def model_and_jacobian(frac: np.ndarray, z: np.ndarray, matrix: np.ndarray,
-                       grid: PeriodicGrid = PeriodicGrid()) -> tuple[np.ndarray, np.ndarray]:
+                       grid: PeriodicGrid = PeriodicGrid(),
+                       jacobian: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
     """(eq. 1 of the atoms (n³,) e/Å³, its derivative (n³, 3N) with respect to each atom's Cartesian
-    position in Å), periodic images and the renderer's 4 σ cut-off included."""
+    position in Å, or None without ``jacobian``), periodic images and the renderer's 4 σ cut-off included."""
     n3 = grid.size**3
-    model, jac = np.zeros(n3), np.zeros((n3, 3 * len(z)))
+    model, jac = np.zeros(n3), (np.zeros((n3, 3 * len(z))) if jacobian else None)
     for i, (p, zi) in enumerate(zip(np.mod(frac, 1.0), z)):
         s = width_A(int(zi))
         idx, c = voxels_near(p, matrix, CUTOFF_SIGMAS * s, grid.size)
         g = gaussian(int(zi), s, c)
         model += np.bincount(idx, g, minlength=n3)
-        for k in range(3):
+        for k in range(3 if jacobian else 0):
             jac[:, 3 * i + k] = np.bincount(idx, g * c[:, k] / (s * s), minlength=n3)
     return model, jac
 
@@ -37,7 +38,7 @@ def relative_residual(density: np.ndarray, z: np.ndarray, frac: np.ndarray, matr
                       grid: PeriodicGrid = PeriodicGrid()) -> float:
     """‖map − atoms' eq. 1‖ / ‖map‖ (0 for the atoms the map was drawn from)."""
     m = np.asarray(density, dtype=np.float64).ravel() * grid.density_scale
-    model, _ = model_and_jacobian(frac, z, matrix, grid)
+    model, _ = model_and_jacobian(frac, z, matrix, grid, jacobian=False)
     return float(np.linalg.norm(m - model) / max(np.linalg.norm(m), 1e-12))
 
 
@@ -77,7 +78,7 @@ def _edits(density, labels, z, frac, matrix, grid, per_kind: int = 2):
     over-explains most, add one at the largest residual (of the element labelled there)."""
     n = grid.size
     m = np.asarray(density, dtype=np.float64).ravel() * grid.density_scale
-    model, _ = model_and_jacobian(frac, z, matrix, grid)
+    model, _ = model_and_jacobian(frac, z, matrix, grid, jacobian=False)
     r = m - model
     score, axis = np.zeros(len(z)), np.zeros((len(z), 3))
     for i, (p, zi) in enumerate(zip(frac, z)):
