@@ -168,7 +168,10 @@ def _readout(sha256) -> list[str]:
             "Fitted by `icsg fit-latent-prior runs/data/perov5_train --maps 20000` to the posterior means "
             "[z_map, z_read] of the training maps.", ""]
     if flow:
-        out.append(f"- `weights/flow_prior.pt` (default prior): conditional flow matching, config "
+        pca = flow["config"].get("pca_dims")
+        out.append(f"- `weights/flow_prior.pt` (default prior): conditional flow matching"
+                   + (f" on the codes' top {pca} principal components (whitened; the other directions at the mean)"
+                      if pca else "") + ", config "
                    f"`{json.dumps(flow['config'])}`, {flow.get('maps')} codes, final loss {flow.get('final_loss', 0):.3f}, "
                    f"{flow.get('train_seconds', 0) / 60:.1f} min; sha256 `{sha256(W / 'flow_prior.pt')}`")
     if lp:

@@ -205,3 +205,11 @@ def test_ionic_contacts_reject_an_anion_on_the_cations_site(perovskite):
     swapped[[o, b]] = swapped[[b, o]]  # O on the body centre, Ti on a face
     assert not ionic_contacts(Sites(abc, swapped, vox), spec, signs)
     assert ionic_contacts(Sites(abc, swapped, vox), spec, None)  # unknown signs: no preference
+
+
+def test_ion_signs_fall_back_to_every_oxidation_state():
+    from icsg.generation.reading import ion_signs
+
+    # BaFeO3 balances only with Fe4+, which the ICSD's common states lack
+    assert ion_signs(np.array([56, 26, 8, 8, 8])) == {8: -1, 26: 1, 56: 1}
+    assert ion_signs(np.array([3, 9, 9])) is None  # LiF2: Li is only ever +1, F -1

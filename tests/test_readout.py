@@ -78,7 +78,7 @@ def test_flow_prior_learns_two_conditioned_clusters_and_round_trips(tmp_path):
     bins = np.repeat([0, 1], 300)
     codes = np.where(bins[:, None] == 0, -2.0, 2.0) + 0.1 * rng.standard_normal((600, 4))
     cfg = FlowPriorConfig(dim=4, n_bins=2, hidden=64, depth=2, steps=1500, batch_size=128, guidance=1.0,
-                          sample_steps=20)
+                          sample_steps=20, pca_dims=0)
     prior, info = train_flow_prior(codes, bins, bins.astype(float), [0.5], cfg, progress=False)
     a = prior.sample(200, np.random.default_rng(1), condition=0)
     b = prior.sample(200, np.random.default_rng(1), condition=1)
@@ -93,6 +93,29 @@ def test_flow_prior_learns_two_conditioned_clusters_and_round_trips(tmp_path):
         load_flow_prior(tmp_path, dim=8)
     with pytest.raises(ValueError, match="property bin"):
         prior.sample(2, rng, condition=5)
+
+
+def test_flow_prior_on_principal_components_keeps_samples_in_the_codes_subspace(tmp_path):
+    from icsg.generation.flow_prior import FlowPriorConfig, load_flow_prior, save_flow_prior, train_flow_prior
+
+    rng = np.random.default_rng(0)
+    bins = np.repeat([0, 1], 300)
+    basis = rng.standard_normal((2, 12))  # codes of rank 2 in 12 dimensions, one cluster per bin
+    latent = np.where(bins[:, None] == 0, -2.0, 2.0) + 0.3 * rng.standard_normal((600, 2))
+    codes = latent @ basis + 5.0
+    cfg = FlowPriorConfig(dim=12, n_bins=2, hidden=64, depth=2, steps=1500, batch_size=128, guidance=1.0,
+                          sample_steps=20, pca_dims=2)
+    prior, _ = train_flow_prior(codes, bins, bins.astype(float), [0.5], cfg, progress=False)
+    assert np.allclose((prior.to_flow(codes) @ prior.axes) * prior.std + prior.mean, codes, atol=1e-3)
+    a = prior.sample(200, np.random.default_rng(1), condition=1)
+    coef, *_ = np.linalg.lstsq(basis.T, (a - 5.0).T, rcond=None)
+    assert np.abs(coef.T @ basis + 5.0 - a).max() < 1e-3  # on the codes' plane, nothing off it
+    assert np.abs(coef.mean(1) - 2.0).max() < 0.4  # the bin's cluster
+    save_flow_prior(prior, tmp_path)
+    assert np.allclose(load_flow_prior(tmp_path, dim=12).sample(5, np.random.default_rng(3), condition=0),
+                       prior.sample(5, np.random.default_rng(3), condition=0), atol=1e-5)
+    with pytest.raises(ValueError, match="pca_dims must lie in 0..12"):
+        train_flow_prior(codes, bins, bins.astype(float), [0.5], FlowPriorConfig(dim=12, n_bins=2, pca_dims=13))
 
 
 def test_canonical_order_names_each_site_by_element_then_position():

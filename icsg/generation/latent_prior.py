@@ -215,17 +215,18 @@ def cmd_fit_latent_prior(a) -> int:
         return 0
     codec = DensityCodec(weights)
     prior, info, codes = write_code_prior(codec, weights, a.data, a.maps, a.seed)
-    if a.flow_steps > 0:
+    if a.flow_steps is None or a.flow_steps > 0:
         import time
 
         from icsg.generation.flow_prior import FlowPriorConfig, save_flow_prior, train_flow_prior
 
         t0 = time.perf_counter()
-        cfg = FlowPriorConfig(dim=codec.code_dim, n_bins=int(codec.condition["n_bins"]), steps=a.flow_steps)
+        cfg = FlowPriorConfig(dim=codec.code_dim, n_bins=int(codec.condition["n_bins"]))
+        cfg = replace(cfg, steps=a.flow_steps or cfg.steps, pca_dims=min(cfg.pca_dims, cfg.dim))
         flow, fit = train_flow_prior(codes.mu, codes.bins, codes.values, codec.condition["edges"], cfg, a.seed)
         save_flow_prior(flow, weights, {"data": str(a.data), "maps": int(len(codes.mu)), "seed": a.seed,
                                         "train_seconds": time.perf_counter() - t0, **fit})
-        print(f"flow prior ({a.flow_steps} steps, final loss {fit['final_loss']:.3f}) -> {weights / 'flow_prior.pt'}")
+        print(f"flow prior ({cfg.steps} steps, final loss {fit['final_loss']:.3f}) -> {weights / 'flow_prior.pt'}")
     meta = dict(codec.readout_meta, **info)
     if (weights / "readout.json").exists():  # a weights folder; a training run keeps its model.json as it is
         atomic_write_json(weights / "readout.json", meta)
@@ -245,7 +246,7 @@ def register_cli(sub) -> None:
     p.add_argument("--weights", default=None, help="folder with vae.*, readout.*, unet.* (default: the shipped weights/)")
     p.add_argument("--maps", type=int, default=8192, help="training maps to encode (default 8192, ~4 min)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--flow-steps", type=int, default=6000,
+    p.add_argument("--flow-steps", type=int, default=None,
                    help="also train the flow-matching prior (icsg.generation.flow_prior) for this many steps on the "
-                        "same codes, into WEIGHTS/flow_prior.* (default 6000, a few minutes; 0 = skip)")
+                        "same codes, into WEIGHTS/flow_prior.* (default: FlowPriorConfig's 24000, ~6 min; 0 = skip)")
     p.set_defaults(func=cmd_fit_latent_prior)

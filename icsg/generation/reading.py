@@ -246,7 +246,9 @@ def min_separation_A(s: Sites, spec: GridSpec) -> float:
 def _signs(z_counts: tuple) -> dict | None:
     from pymatgen.core import Composition, Element
 
-    guesses = Composition({Element.from_Z(int(z)): n for z, n in z_counts}).oxi_state_guesses(max_sites=-50)
+    comp = Composition({Element.from_Z(int(z)): n for z, n in z_counts})
+    # the ICSD's common states first; then every known state (BaFeO3 needs Fe4+, which the ICSD list lacks)
+    guesses = comp.oxi_state_guesses(max_sites=-50) or comp.oxi_state_guesses(max_sites=-50, all_oxi_states=True)
     if not guesses:
         return None
     return {Element(el).Z: int(np.sign(q)) for el, q in guesses[0].items()}
