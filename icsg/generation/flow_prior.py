@@ -11,7 +11,8 @@ v = v(x, t, ∅) + w·(v(x, t, c) − v(x, t, ∅)) to follow the requested prop
 
 The flow runs in the whitened coordinates of the standardised codes' top principal components
 (``FlowPriorConfig.pca_dims``): the codes are nearly low-rank, and a flow over all 288 dimensions left its
-samples twice as far from the nearest training code as held-out crystals' codes are.
+samples 1.6 times as far from the nearest training code (median, standardised codes) as held-out crystals'
+codes are; on 64 components, 1.15 times.
 
 The network is a small MLP of our own (torch); weights are a plain state dict (``flow_prior.pt``,
 loaded with ``weights_only=True``) beside a JSON description (``flow_prior.json``).
@@ -86,13 +87,14 @@ def _t_features(t):
 class FlowPrior:
     """A trained flow prior: ``sample(n, rng, condition=k)`` or ``sample(n, rng, value=v)``."""
 
-    def __init__(self, cfg: FlowPriorConfig, net, stats: dict):
+    def __init__(self, cfg: FlowPriorConfig, net, stats: dict, axes: np.ndarray | None = None):
         self.cfg, self.net, self.stats = cfg, net, stats
         self.mean = np.asarray(stats["code_mean"], np.float32)
         self.std = np.asarray(stats["code_std"], np.float32)
         # (flow_dim, dim): whitened principal axes, flow space -> standardised codes (identity without PCA)
-        self.axes = (np.asarray(stats["pca_axes"], np.float32) if cfg.pca_dims
-                     else np.eye(cfg.dim, dtype=np.float32))
+        self.axes = np.asarray(axes, np.float32) if cfg.pca_dims else np.eye(cfg.dim, dtype=np.float32)
+        if self.axes.shape != (cfg.flow_dim, cfg.dim):
+            raise ValueError(f"principal axes must be ({cfg.flow_dim}, {cfg.dim}), got {self.axes.shape}")
         self.edges = np.asarray(stats["edges"], np.float64)
         self.bin_values = [np.asarray(v, np.float64) for v in stats["bin_values"]]
 
@@ -168,15 +170,15 @@ def train_flow_prior(codes: np.ndarray, bins: np.ndarray, values: np.ndarray, ed
              "value_mean": float(values.mean()), "value_std": float(values.std() + 1e-9),
              "edges": [float(e) for e in edges],
              "bin_values": [values[bins == k].tolist() or [float(values.mean())] for k in range(cfg.n_bins)]}
+    axes = None
     if cfg.pca_dims:
-        z = (codes - codes.mean(0)) / (codes.std(0) + 1e-6)
-        ev, vec = np.linalg.eigh(np.cov(z.T))
+        ev, vec = np.linalg.eigh(np.cov(((codes - codes.mean(0)) / np.asarray(stats["code_std"])).T))
         top = np.argsort(ev)[::-1][:cfg.pca_dims]
-        stats["pca_axes"] = (vec[:, top] * np.sqrt(np.maximum(ev[top], 1e-12))).T.tolist()
+        axes = (vec[:, top] * np.sqrt(np.maximum(ev[top], 1e-12))).T
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     net = build_velocity_net(cfg)
-    prior = FlowPrior(cfg, net, stats)
+    prior = FlowPrior(cfg, net, stats, axes)
     x1_all = torch.from_numpy(prior.to_flow(codes))
     c_all = torch.from_numpy(prior.condition(bins, values))
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
@@ -201,7 +203,8 @@ def train_flow_prior(codes: np.ndarray, bins: np.ndarray, values: np.ndarray, ed
 
 
 def save_flow_prior(prior: FlowPrior, weights_dir: str | os.PathLike, extra: dict | None = None) -> Path:
-    """WEIGHTS/flow_prior.pt (state dict) and flow_prior.json (config, standardisation, ``extra``), atomically."""
+    """WEIGHTS/flow_prior.pt (state dict, with the principal axes as ``pca_axes``) and flow_prior.json (config,
+    standardisation, ``extra``), atomically."""
     import torch
 
     from icsg.io import atomic_path, atomic_write_json
@@ -209,7 +212,10 @@ def save_flow_prior(prior: FlowPrior, weights_dir: str | os.PathLike, extra: dic
 
     out = Path(weights_dir)
     with atomic_path(out / f"{FLOW_FILE}.pt", suffix=".pt") as tmp:
-        torch.save(prior.net.state_dict(), tmp)
+        state = prior.net.state_dict()
+        if prior.cfg.pca_dims:
+            state["pca_axes"] = torch.from_numpy(prior.axes)
+        torch.save(state, tmp)
     atomic_write_json(out / f"{FLOW_FILE}.json", {"kind": "flow_prior", "config": asdict(prior.cfg),
                                                   "stats": prior.stats, "sha256": sha256(out / f"{FLOW_FILE}.pt"),
                                                   **(extra or {})})
@@ -231,7 +237,9 @@ def load_flow_prior(weights_dir: str | os.PathLike, dim: int | None = None) -> F
         raise WeightsError(f"{root / FLOW_FILE}.pt: flow prior weights missing")
     net = build_velocity_net(cfg)
     try:
-        net.load_state_dict(torch.load(root / f"{FLOW_FILE}.pt", weights_only=True, map_location="cpu"))
-    except (RuntimeError, OSError) as exc:
+        state = torch.load(root / f"{FLOW_FILE}.pt", weights_only=True, map_location="cpu")
+        axes = state.pop("pca_axes", None)
+        net.load_state_dict(state)
+        return FlowPrior(cfg, net, meta["stats"], None if axes is None else axes.numpy())
+    except (RuntimeError, OSError, ValueError) as exc:
         raise WeightsError(f"{root / FLOW_FILE}.pt: cannot load ({str(exc)[:200]})") from None
-    return FlowPrior(cfg, net, meta["stats"])

@@ -204,11 +204,9 @@ def fit_periodic_prior(weights_dir: str | os.PathLike, data_dir: str | os.PathLi
 def cmd_fit_latent_prior(a) -> int:
     from icsg.generation.codec import DensityCodec
     from icsg.io import atomic_write_json
-    from icsg.pretrained import WEIGHTS_DIR
+    from icsg.pretrained import WEIGHTS_DIR, is_periodic
 
     weights = Path(a.weights or WEIGHTS_DIR)
-    from icsg.pretrained import is_periodic
-
     if is_periodic(weights):  # any-lattice models: Gaussians over the VAE's codes only
         info = fit_periodic_prior(weights, a.data, a.maps, a.seed)
         print(f"code prior from {info['maps']} maps ({info['dim']} dimensions) -> {weights / PRIOR_FILE}")
