@@ -182,6 +182,11 @@ def _readout(sha256) -> list[str]:
             hist = {n: c for n, c in enumerate(lp["site_counts"]) if c}
             out.append(f"- the same file records the training crystals per number of sites, {hist}: generation "
                        "(every prior) keeps decoded compositions to these numbers of sites")
+        if lp.get("anonymous_formulas"):
+            forms = ", ".join(f"({k}): {v}" for k, v in sorted(lp["anonymous_formulas"].items(), key=lambda kv: -kv[1]))
+            out.append(f"- and per anonymous formula (per-element site counts), {forms}: generation reads each code "
+                       "as the most probable composition of one of these formulas (weighted by its share), and "
+                       "guidance prefers the commonest formulas that hold 95 % of the crystals")
     if lc:
         out.append(f"- `weights/{lc['file']}` (exact reading only): ridge regression (α {lc['alpha']:g}) from z_map and "
                    f"the condition to the cell lengths, MAE {lc['train_mae_A']:.4f} Å on its {lc['maps']} maps; sha256 "

@@ -248,8 +248,19 @@ def test_samples_keep_to_the_training_numbers_of_sites_and_guidance_keeps_the_re
     import pandas as pd
 
     lo = generator.cond["edges"][0]
-    df = pd.DataFrame({"valid": [True, False, True, True], "readout_property": [5.0, 0.0, lo - 0.01, np.nan]})
-    assert generator.rank(df, 0).tolist() == [2, 0, 3, 1]  # in the bin, then nearest it, unknown, invalid last
-    assert generator.rank(df, 0, target=5.0).tolist() == [0, 2, 3, 1]
+    from pymatgen.core import Lattice, Structure
+
+    abx3 = Structure(Lattice.cubic(3.9), ["Sr", "Ti", "O", "O", "O"],
+                     [[0, 0, 0], [0.5, 0.5, 0.5], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]])
+    a2x3 = abx3.copy()
+    a2x3.replace(1, "Sr")  # the A = B formula, 1 % of perov_5: outside the commonest formulas holding 95 %
+    df = pd.DataFrame({"valid": [True, False, True, True, True, True],
+                       "readout_property": [5.0, 0.0, lo - 0.01, np.nan, lo - 0.01, lo - 0.01],
+                       "structure": [abx3] * 5 + [a2x3], "charge_neutral": [True] * 4 + [False, True],
+                       "ionic": True})
+    assert generator.typical(df).tolist() == [True, True, True, True, False, False]
+    # typical crystals in the bin, then nearest it, unknown; then the atypical ones; invalid last
+    assert generator.rank(df, 0).tolist() == [2, 0, 3, 4, 5, 1]
+    assert generator.rank(df, 0, target=5.0).tolist() == [0, 2, 3, 4, 5, 1]
     with pytest.raises(ValueError, match="guide must be an integer"):
         type(generator)(predict=False, guide=0)

@@ -109,3 +109,17 @@ def test_rotation_averaged_segmentation():
     assert np.allclose(ob, expected, atol=1e-12)
     with pytest.raises(ValueError, match="between 1 and 24"):
         segment_maps(_FakeUNet(), dens, [8], rotations=25)
+
+
+def test_guidance_keeps_the_training_mix_of_formulas():
+    from icsg.generation.guidance import keep_formula_mix
+
+    # ranked draws: four ABX3-like (3, 1, 1) first, then two (1, 1, 1, 1, 1); the data holds them 1 : 1
+    forms = [(3, 1, 1)] * 4 + [(1, 1, 1, 1, 1)] * 2
+    order = np.arange(6)
+    shares = {(3, 1, 1): 0.5, (1, 1, 1, 1, 1): 0.5}
+    eligible = np.ones(6, bool)
+    assert keep_formula_mix(order, forms, eligible, shares, 4).tolist() == [0, 1, 4, 5, 2, 3]
+    eligible[5] = False  # a draw the ranking puts aside (e.g. not typical) does not fill a quota
+    assert keep_formula_mix(order, forms, eligible, shares, 4).tolist() == [0, 1, 4, 2, 3, 5]
+    assert keep_formula_mix(order, forms, eligible, {}, 4).tolist() == order.tolist()  # no record: the ranking

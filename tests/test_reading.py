@@ -85,7 +85,7 @@ def test_slots_take_the_nearest_map_site_within_the_tolerance_and_keep_their_own
 
 
 def test_runner_up_compositions_change_the_least_certain_count_first():
-    from icsg.generation.reading import runner_up_counts
+    from icsg.generation.composition import runner_up_counts
 
     lp = np.log(np.array([[0.1, 0.9, 0.0001, 1e-9],     # element 0: 1 (sure)
                           [0.001, 0.6, 0.39, 0.009],  # element 1: 1, 2 a close second
@@ -154,10 +154,36 @@ def test_choice_skips_readings_with_atoms_on_top_of_each_other_unless_all_have_t
     assert choose(np.array([np.inf]), np.array([2.0]), 0.5) == -1
 
 
+def test_choice_gives_up_the_least_important_preference_first():
+    from icsg.generation.reading import choose
+
+    misfit, sep = np.array([0.1, 0.2, 0.3, 0.4]), np.full(4, 2.0)
+    ionic, roomy = np.array([False, True, True, False]), np.array([True, False, True, True])
+    assert choose(misfit, sep, 0.5, ionic, roomy) == 2  # the only one meeting both
+    assert choose(misfit, sep, 0.5, ionic, np.array([True, False, False, True])) == 1  # roomy given up
+    assert choose(misfit, sep, 0.5, np.zeros(4, bool), roomy) == 0  # both given up: misfit alone
+    assert choose(misfit, sep, 0.5, None, roomy) == 0  # None: no preference
+
+
+def test_contact_ratio_flags_overlapping_atoms(perovskite):
+    from icsg.generation.consistency import Sites
+    from icsg.generation.reading import contact_ratio
+
+    spec, abc = GridSpec(), np.array(perovskite.lattice.abc)
+    z = np.array([s.specie.Z for s in perovskite])
+    frac = perovskite.frac_coords.copy()
+    ideal = contact_ratio(Sites(abc, z, spec.cartesian_to_index(frac * abc, abc)), spec)
+    assert 0.8 < ideal < 1.2  # Ti-O at a/2 = 1.95 Å against radii 1.40 + 0.60 Å
+    o = int(np.flatnonzero(z == 8)[0])
+    ti = frac[int(np.flatnonzero(z == 22)[0])]
+    frac[o] = ti + (frac[o] - ti) * 0.5  # an O halfway to the Ti: 0.98 Å
+    assert contact_ratio(Sites(abc, z, spec.cartesian_to_index(frac * abc, abc)), spec) < 0.65
+
+
 def test_composition_with_a_given_number_of_sites_is_the_most_probable_one():
     import itertools
 
-    from icsg.generation.reading import composition_with_total
+    from icsg.generation.composition import composition_with_total
 
     rng = np.random.default_rng(0)
     lp = np.log(rng.dirichlet(np.ones(4), size=5))  # 5 elements, counts 0..3
@@ -170,7 +196,7 @@ def test_composition_with_a_given_number_of_sites_is_the_most_probable_one():
 
 
 def test_site_prior_keeps_a_four_site_reading_to_the_five_sites_the_data_has():
-    from icsg.generation.reading import counts_with_site_prior
+    from icsg.generation.composition import counts_with_site_prior
 
     # heads: Sr 1, Ti 1 certain; O 2 (p 0.55) or 3 (p 0.45): the independent argmax has 4 sites
     lp = np.log(np.array([[1e-6, 1, 1e-6, 1e-6], [1e-6, 1, 1e-6, 1e-6], [1e-6, 1e-6, 0.55, 0.45]]))
@@ -182,7 +208,7 @@ def test_site_prior_keeps_a_four_site_reading_to_the_five_sites_the_data_has():
 
 
 def test_runner_ups_that_keep_the_number_of_sites_move_one_count_between_elements():
-    from icsg.generation.reading import runner_up_counts
+    from icsg.generation.composition import runner_up_counts
 
     lp = np.log(np.array([[0.1, 0.6, 0.3, 1e-9], [0.05, 0.5, 0.45, 1e-9], [1e-9, 0.1, 0.2, 0.7]]))
     alts = runner_up_counts(lp, 3, keep_total=True)
@@ -213,3 +239,21 @@ def test_ion_signs_fall_back_to_every_oxidation_state():
     # BaFeO3 balances only with Fe4+, which the ICSD's common states lack
     assert ion_signs(np.array([56, 26, 8, 8, 8])) == {8: -1, 26: 1, 56: 1}
     assert ion_signs(np.array([3, 9, 9])) is None  # LiF2: Li is only ever +1, F -1
+
+
+def test_formula_prior_reads_abx3_where_the_independent_heads_say_a2x3():
+    from icsg.generation.composition import (CompositionPrior, anonymous_formula, composition_with_formula,
+                                           formula_histogram)
+
+    # elements Sr, Ti, O; heads: Sr 2 (p 0.5) or 1 (0.45), Ti 0 (0.5) or 1 (0.45), O 3 certain: argmax Sr2O3
+    lp = np.log(np.array([[0.05, 0.45, 0.5, 1e-6], [0.5, 0.45, 0.05, 1e-6], [1e-6, 1e-6, 1e-6, 1]]))
+    site_Z = np.array([[38, 22, 8, 8, 8]] * 98 + [[38, 38, 8, 8, 8]] * 2)  # 98 ABX3, 2 A2X3
+    formulas, counts = formula_histogram(site_Z)
+    assert {tuple(f[f > 0]): c for f, c in zip(formulas, counts)} == {(3, 1, 1): 98, (3, 2): 2}
+    assert composition_with_formula(lp, np.array([3, 2]))[0].tolist() == [2, 0, 3]
+    assert composition_with_formula(lp, np.array([4, 1]))[0] is None  # O cannot take 4
+    prior = CompositionPrior(np.bincount([5] * 100), formulas, counts)
+    assert prior.counts(lp[None])[0].tolist() == [1, 1, 3]
+    assert CompositionPrior(np.bincount([5] * 100)).counts(lp[None])[0].tolist() == [2, 0, 3]  # sites alone
+    assert prior.typical_formulas(0.95) == {(3, 1, 1)} and prior.typical_formulas(0.99) == {(3, 1, 1), (3, 2)}
+    assert anonymous_formula([8, 38, 8, 22, 8]) == (3, 1, 1)

@@ -18,8 +18,9 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from icsg.generation.reading import (READINGS, FastReadingConfig, candidates, choose, counts_with_site_prior,
-                                    ion_signs, ionic_contacts, min_separation_A, read_batch)
+from icsg.generation.composition import CompositionPrior, runner_up_counts
+from icsg.generation.reading import (READINGS, FastReadingConfig, candidates, choose, contact_ratio, ion_signs,
+                                    ionic_contacts, min_separation_A, read_batch)
 from icsg.grid import GridSpec
 
 
@@ -147,7 +148,7 @@ class DensityCodec:
         ``generating`` (codes from a prior, compositions kept to the training numbers of sites): the
         runner-up compositions keep the number of sites, and ionic readings are preferred
         (``FastReadingConfig.ionic``); codes of real crystals choose by the code alone."""
-        from icsg.generation.reading import runner_up_counts, slot_reading
+        from icsg.generation.reading import slot_reading
 
         slots = self.slots(z_read, counts)
         cands = [candidates(s, *slots[i], cell_A[i], self.spec, self.fast) for i, (s, _) in enumerate(items)]
@@ -171,10 +172,13 @@ class DensityCodec:
         sep = np.array([min_separation_A(c, self.spec) for c in flat])
         ionic = (np.array([ionic_contacts(c, self.spec, ion_signs(c.z)) for c in flat])
                  if self.fast.ionic and generating else None)
+        roomy = (np.array([contact_ratio(c, self.spec) >= self.fast.min_contact_ratio for c in flat])
+                 if self.fast.min_contact_ratio > 0 and generating else None)
         out, start = [], 0
         for i, cs in enumerate(cands):
             part = slice(start, start + len(cs))
-            k = (choose(d[part], sep[part], self.fast.min_separation_A, None if ionic is None else ionic[part])
+            k = (choose(d[part], sep[part], self.fast.min_separation_A, *(None if m is None else m[part]
+                                                                           for m in (ionic, roomy)))
                  if cs else -1)
             out.append((flat[start + k], None) if k >= 0 else items[i])
             start += len(cs)
@@ -211,12 +215,12 @@ class DensityCodec:
 
     # --- decoding -------------------------------------------------------------------------------------
     def decode(self, z: np.ndarray, cond: np.ndarray, reading: str = "fast", exact=None,
-               progress: bool = False, site_counts: np.ndarray | None = None) -> Decoded:
+               progress: bool = False, composition_prior: CompositionPrior | None = None) -> Decoded:
         """Codes (B, code_dim) under one-hot conditions (B, K) -> crystals, in batches of ``batch_size``.
-        ``exact``: a ``ConsistencyConfig`` for reading='exact' (default: its defaults). ``site_counts``
-        (training crystals per number of sites) keeps the fast reading's compositions to numbers of sites the
-        data has (``icsg.generation.reading.counts_with_site_prior``): for codes drawn from a prior, which
-        can fall between the codes of real crystals; None reads the heads as they are (reconstruction)."""
+        ``exact``: a ``ConsistencyConfig`` for reading='exact' (default: its defaults). ``composition_prior``
+        (``icsg.generation.reading.CompositionPrior``) keeps the fast reading's compositions to the numbers of
+        sites and anonymous formulas the data has: for codes drawn from a prior, which can fall between the
+        codes of real crystals; None reads the heads as they are (reconstruction)."""
         from tqdm.auto import tqdm
 
         if reading not in READINGS:
@@ -225,22 +229,22 @@ class DensityCodec:
         with tqdm(total=len(z), desc=f"decoding ({reading})", unit="crystal", disable=not progress) as bar:
             for i in range(0, len(z), self.batch_size):
                 parts.append(self._decode_chunk(z[i:i + self.batch_size], cond[i:i + self.batch_size], reading,
-                                                exact, site_counts))
+                                                exact, composition_prior))
                 bar.update(len(parts[-1].structures))
         n = self.spec.size
         return Decoded(*[sum((getattr(p, f) for p in parts), []) for f in ("structures", "reasons", "sites")],
                        np.concatenate([p.property_pred for p in parts]) if parts else np.zeros(0),
                        np.concatenate([p.slices for p in parts]) if parts else np.zeros((0, n, n)))
 
-    def _decode_chunk(self, z, cond, reading, exact, site_counts=None) -> Decoded:
+    def _decode_chunk(self, z, cond, reading, exact, composition_prior=None) -> Decoded:
         from icsg.generation.pipeline import structures_from_sites
         from icsg.segmentation.unet_inference import calibrated_class_probs, class_to_z, segment_maps
 
         z_map, z_read = self.split(z)
         cond = np.asarray(cond, np.float32)
         counts, count_logp, cell, prop = self.heads(z_read)
-        if site_counts is not None:
-            counts = counts_with_site_prior(count_logp, site_counts)
+        if composition_prior is not None:
+            counts = composition_prior.counts(count_logp)
         x = np.asarray(self.vae.decoder.predict([z_map, cond], batch_size=self.batch_size, verbose=0))
         els = self.unet_meta["elements_Z"]
         if reading == "exact":
@@ -253,7 +257,7 @@ class DensityCodec:
                                self.readout_cfg.elements_Z, cell, self.spec, self.fast, self.workers)
             if self.fast.consistent:
                 items = self.consistent(z_read, items, counts, count_logp, cell,
-                                        generating=site_counts is not None)
+                                        generating=composition_prior is not None)
             elif self.fast.snap_positions:
                 self.snap_positions(z_read, [s for s, _ in items])
             from icsg.segmentation.watershed import SegmentationConfig

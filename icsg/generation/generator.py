@@ -26,7 +26,7 @@ from icsg.errors import SourceError
 from icsg.generation import filters as F
 from icsg.generation.search_config import ConsistencyConfig
 from icsg.generation.latent_prior import PRIOR_FILE, PRIORS, load_latent_prior
-from icsg.generation.reading import READINGS
+from icsg.generation.reading import READINGS, ion_signs, ionic_contacts
 from icsg.generation.sampling import interpolate, sample_around, sample_prior
 from icsg.pretrained import WEIGHTS_DIR
 
@@ -47,8 +47,9 @@ class Generator:
             ``icsg.generation.latent_prior``); or 'standard', the paper's N(0, I).
         temperature: scales the spread of the prior's noise (1 = as fitted).
         guide: ``sample`` draws this many codes per crystal asked for, decodes them all and keeps those whose
-            decoded crystal the readout puts nearest the requested property (inside the requested bin first;
-            ``Generator.rank``); 1 = no guidance. Costs ``guide`` times the decoding.
+            decoded crystal reads as a typical crystal of the data and the readout puts nearest the requested
+            property (inside the requested bin first; ``Generator.rank``); 1 = no guidance. Costs ``guide``
+            times the decoding.
     """
 
     def __init__(self, weights_dir: str | os.PathLike = WEIGHTS_DIR, predict: bool = True, seed: int = 0,
@@ -97,6 +98,17 @@ class Generator:
         if not self._prior_path.exists():
             return None
         return load_latent_prior(self._prior_path).site_counts
+
+    @cached_property
+    def composition_prior(self):
+        """The training crystals' numbers of sites and anonymous formulas (``CompositionPrior``, from
+        ``vae_prior.npz``) that decoded compositions are kept to; None when the file has no such record."""
+        from icsg.generation.composition import CompositionPrior
+
+        if not self._prior_path.exists():
+            return None
+        p = load_latent_prior(self._prior_path)
+        return None if p.site_counts is None else CompositionPrior(p.site_counts, p.formulas, p.formula_counts)
 
     # --- conditions ----------------------------------------------------------------
     @property
@@ -156,16 +168,19 @@ class Generator:
         df = self.decode(z, cond, [k] * m)
         if self.guide == 1:
             return df
-        order = self.rank(df, k, target)[:n]
+        order = self.rank(df, k, target, n)[:n]
         out = df.iloc[order].reset_index(drop=True)
         out.attrs.update(df.attrs)
         return out
 
-    def rank(self, df: pd.DataFrame, k: int, target: float | None = None) -> np.ndarray:
-        """Row order of ``df`` for guided sampling: crystals that decoded with their atoms apart first, then,
-        for a ``target``, by the distance of the readout's property estimate (``readout_property``) from it;
-        for bin ``k`` alone, by how far the estimate lies outside the bin (0 inside: within the bin the draws
-        keep their random order, so guidance does not pull every sample to the bin's most typical crystals)."""
+    def rank(self, df: pd.DataFrame, k: int, target: float | None = None, n: int | None = None) -> np.ndarray:
+        """Row order of ``df`` for guided sampling: crystals that decoded with their atoms apart first; then those
+        that read as a typical crystal of the data (``typical``); then, for a ``target``, by the distance of the
+        readout's property estimate (``readout_property``) from it; for bin ``k`` alone, by how far the estimate
+        lies outside the bin (0 inside: within the bin the draws keep their random order, so guidance does not
+        pull every sample to the bin's most typical crystals). For bin ``k`` with ``n`` (the crystals to keep),
+        the first ``n`` keep the training crystals' mix of anonymous formulas among the typical draws inside
+        the bin (``icsg.generation.guidance.keep_formula_mix``)."""
         edges = [self.cond["train_min"]] + list(self.cond["edges"]) + [self.cond["train_max"]]
         v = df["readout_property"].to_numpy(float)
         if target is None:
@@ -174,7 +189,34 @@ class Generator:
             miss = np.abs(v - target)
         miss = np.where(np.isfinite(v), miss, np.inf)
         bad = ~df["valid"].to_numpy(bool)
-        return np.lexsort((np.arange(len(df)), miss, bad))
+        typical = self.typical(df)
+        order = np.lexsort((np.arange(len(df)), miss, ~typical, bad))
+        cp = self.composition_prior
+        if target is not None or n is None or cp is None or cp.formulas is None:
+            return order
+        from icsg.generation.guidance import keep_formula_mix
+        from icsg.generation.composition import anonymous_formula
+
+        shares = {tuple(int(c) for c in f if c > 0): s / np.sum(cp.formula_counts)
+                  for f, s in zip(cp.formulas, cp.formula_counts)}
+        forms = [None if s is None else anonymous_formula([x.specie.Z for x in s]) for s in df["structure"]]
+        return keep_formula_mix(order, forms, typical & ~bad, shares, n)
+
+    def typical(self, df: pd.DataFrame) -> np.ndarray:
+        """(len(df),) True for crystals that read as a typical crystal of the data: an anonymous formula among
+        the commonest that hold 95 % of the training crystals (``CompositionPrior.typical_formulas``),
+        charge-balanced (``charge_neutral``) and with ionic contacts (``ionic``). A code the flow draws between
+        real crystals' codes can read as A2X3 where the data has ABX3, or put an anion on a cation's site;
+        guidance keeps the other draw (measured: ``benchmarks/generation.py``)."""
+        from icsg.generation.composition import anonymous_formula
+
+        cp = self.composition_prior
+        forms = cp.typical_formulas() if cp is not None else None
+        ok = df["charge_neutral"].to_numpy(bool) & df.get("ionic", pd.Series(True, index=df.index)).to_numpy(bool)
+        if forms is not None:
+            ok &= np.array([s is not None and anonymous_formula([x.specie.Z for x in s]) in forms
+                            for s in df["structure"]])
+        return ok
 
     def around(self, base: Structure, n: int, variance: float = 0.5, condition: int | None = None) -> pd.DataFrame:
         """n crystals with z ~ N(μ_base, σ² I) (paper σ² = 0.5); the base's condition by default."""
@@ -195,9 +237,10 @@ class Generator:
         """Codes (B, code_dim) under one-hot conditions -> the results table (``results_table``)."""
         t0 = time.perf_counter()
         out = self.codec.decode(np.asarray(z, np.float32), np.asarray(cond, np.float32), self.reading, self.exact,
-                                progress=True, site_counts=self.site_counts)
+                                progress=True, composition_prior=self.composition_prior)
         df = results_table(list(zip(out.structures, out.reasons)), z, labels, self.predictor)
         df["readout_property"] = self.codec.read_property(out.sites)
+        df["ionic"] = [s is not None and ionic_contacts(s, self.spec, ion_signs(s.z)) for s in out.sites]
         # decoded density mid-slices (z = n/2) of the last call, for plots; kept off the frame so
         # pandas can concatenate frames
         self.last_density_slices = out.slices

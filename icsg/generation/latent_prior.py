@@ -39,6 +39,8 @@ class LatentPrior:
     n_maps: int
     source: str
     site_counts: np.ndarray | None = None  # training crystals per number of sites (index = sites)
+    formulas: np.ndarray | None = None        # (P, L) the training crystals' anonymous formulas
+    formula_counts: np.ndarray | None = None  # (P,) training crystals per formula
 
     @property
     def n_bins(self) -> int:
@@ -96,6 +98,7 @@ class Codes(NamedTuple):
     abc_A: np.ndarray   # (N, 3) cell lengths in Å
     values: np.ndarray  # (N,) the conditioning property (NaN where unknown)
     site_counts: np.ndarray | None = None  # crystals of the whole split per number of sites
+    formulas: tuple | None = None          # (formulas (P, L), counts (P,)) of the whole split's anonymous formulas
 
 
 def posterior_means(vae, vae_meta: dict, data_dir: str | os.PathLike, n_maps: int = 8192, seed: int = 0,
@@ -125,16 +128,20 @@ def posterior_means(vae, vae_meta: dict, data_dir: str | os.PathLike, n_maps: in
         else:
             mu, _ = vae.encoder.predict([x, onehot[i:i + batch_size]], verbose=0)
             out.append(np.asarray(mu))
+    from icsg.generation.composition import formula_histogram
+
     n_sites = (np.asarray(arrays["site_Z"]) > 0).sum(1) if "site_Z" in arrays else None
     return Codes(np.concatenate(out), onehot.argmax(1).astype(int), onehot, np.asarray(arrays["abc_A"][pick]),
                  np.asarray(arrays["prop"][pick], dtype=np.float64),
-                 None if n_sites is None else np.bincount(n_sites).astype(np.int64))
+                 None if n_sites is None else np.bincount(n_sites).astype(np.int64),
+                 None if n_sites is None else formula_histogram(arrays["site_Z"]))
 
 
 def save_latent_prior(prior: LatentPrior, path: str | os.PathLike) -> None:
     from icsg.io import atomic_save_npz
 
-    extra = {} if prior.site_counts is None else {"site_counts": np.asarray(prior.site_counts, np.int64)}
+    extra = {k: np.asarray(getattr(prior, k), np.int64) for k in ("site_counts", "formulas", "formula_counts")
+             if getattr(prior, k) is not None}
     atomic_save_npz(path, mean=prior.mean, chol=prior.chol, counts=prior.counts, n_maps=np.array(prior.n_maps),
                     source=np.array(prior.source), **extra)
 
@@ -145,7 +152,8 @@ def load_latent_prior(path: str | os.PathLike, latent_dim: int | None = None) ->
 
     f = load_weights_npz(path, "latent prior", ("mean", "chol", "counts", "n_maps", "source"),
                          "make it with `icsg fit-latent-prior DATA`, or sample the paper's N(0, I) with "
-                         "prior='standard'", optional=("site_counts",))
+                         "prior='standard'",
+                         optional=("site_counts", "formulas", "formula_counts"))
     mean, chol = f["mean"].astype(np.float64), f["chol"].astype(np.float64)
     counts, n_maps, source = f["counts"].astype(int), int(f["n_maps"]), str(f["source"])
     k, d = mean.shape if mean.ndim == 2 else (0, 0)
@@ -155,8 +163,8 @@ def load_latent_prior(path: str | os.PathLike, latent_dim: int | None = None) ->
                            f"and counts {counts.shape}")
     if latent_dim is not None and d != latent_dim:
         raise WeightsError(f"{path}: latent prior is {d}-dimensional, the VAE's latent space is {latent_dim}")
-    site_counts = f["site_counts"].astype(np.int64) if "site_counts" in f else None
-    return LatentPrior(mean, chol, counts, n_maps, source, site_counts)
+    opt = {k: f[k].astype(np.int64) if k in f else None for k in ("site_counts", "formulas", "formula_counts")}
+    return LatentPrior(mean, chol, counts, n_maps, source, **opt)
 
 
 def write_code_prior(codec, weights_dir: str | os.PathLike, data_dir: str | os.PathLike, n_maps: int = 8192,
@@ -169,14 +177,18 @@ def write_code_prior(codec, weights_dir: str | os.PathLike, data_dir: str | os.P
 
     codes = posterior_means(codec, codec.vae_meta, data_dir, n_maps, seed)
     prior = fit_latent_prior(codes.mu, codes.bins, int(codec.condition["n_bins"]), source=str(data_dir))
-    prior = replace(prior, site_counts=codes.site_counts)
+    prior = replace(prior, site_counts=codes.site_counts,
+                    **({} if codes.formulas is None else dict(zip(("formulas", "formula_counts"), codes.formulas))))
     out = Path(weights_dir) / PRIOR_FILE
     save_latent_prior(prior, out)
     cov_diag = np.sum(prior.chol**2, axis=2)
     info = {"latent_prior": {"file": PRIOR_FILE, "sha256": sha256(out), "maps": prior.n_maps, "data": str(data_dir),
                              "seed": seed, "per_bin": prior.counts.tolist(), "dim": int(codes.mu.shape[1]),
                              "mean_std": float(np.mean(np.sqrt(cov_diag))),
-                             "site_counts": None if prior.site_counts is None else prior.site_counts.tolist()}}
+                             "site_counts": None if prior.site_counts is None else prior.site_counts.tolist(),
+                             "anonymous_formulas": None if prior.formulas is None else {
+                                 ",".join(str(c) for c in f if c): int(n)
+                                 for f, n in zip(prior.formulas, prior.formula_counts)}}}
     z_map = codes.mu[:, :codec.map_dim]
     cell = fit_latent_cell(z_map, codes.onehot, codes.abc_A, source=str(data_dir))
     save_latent_cell(cell, Path(weights_dir) / CELL_FILE)

@@ -1,0 +1,164 @@
+"""Which composition a code stands for: the readout heads give each element's count independently; these
+functions pick whole compositions from those count probabilities, kept to what the training crystals look
+like when the code comes from a prior (numbers of sites, anonymous formulas)."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+
+def runner_up_counts(log_probs: np.ndarray, k: int, best: np.ndarray | None = None,
+                     keep_total: bool = False) -> list[np.ndarray]:
+    """The ``k`` most probable compositions after ``best`` (default: each element's most probable count) under
+    per-element count log-probabilities (E, K): each ``best`` with one element's count changed (the heads treat
+    the elements as independent), or with ``keep_total`` one count raised and another lowered by one."""
+    best = log_probs.argmax(-1) if best is None else np.asarray(best)
+    E, K = log_probs.shape
+    own = log_probs[np.arange(E), best]
+    drop = own[:, None] - log_probs  # (E, K) cost of each change
+    drop[np.arange(E), best] = np.inf
+    if keep_total:
+        up = np.where(best + 1 < K, drop[np.arange(E), np.minimum(best + 1, K - 1)], np.inf)
+        down = np.where(best > 0, drop[np.arange(E), np.maximum(best - 1, 0)], np.inf)
+        pair = up[:, None] + down[None, :]
+        np.fill_diagonal(pair, np.inf)
+        out = []
+        for flat in np.argsort(pair, axis=None)[:k]:
+            e_up, e_down = np.unravel_index(flat, pair.shape)
+            if np.isfinite(pair[e_up, e_down]):
+                alt = best.copy()
+                alt[e_up] += 1
+                alt[e_down] -= 1
+                out.append(alt)
+        return out
+    out = []
+    for flat in np.argsort(drop, axis=None)[:k]:
+        e, c = np.unravel_index(flat, drop.shape)
+        if np.isfinite(drop[e, c]):
+            alt = best.copy()
+            alt[e] = c
+            out.append(alt)
+    return out
+
+
+def composition_with_total(log_probs: np.ndarray, total: int) -> tuple[np.ndarray, float]:
+    """(counts (E,), log-probability) of the most probable composition with ``total`` sites under independent
+    per-element count log-probabilities (E, K); (None, -inf) when no composition has that many. A knapsack
+    over the elements, O(E · total · K)."""
+    E, K = log_probs.shape
+    score = np.full(total + 1, -np.inf)
+    score[0] = 0.0
+    choice = np.zeros((E, total + 1), np.int64)
+    for e in range(E):
+        new = np.full(total + 1, -np.inf)
+        for c in range(min(K, total + 1)):
+            cand = np.full(total + 1, -np.inf)
+            cand[c:] = score[:total + 1 - c] + log_probs[e, c]
+            better = cand > new
+            new[better], choice[e, better] = cand[better], c
+        score = new
+    if not np.isfinite(score[total]):
+        return None, -np.inf
+    counts, left = np.zeros(E, np.int64), total
+    for e in range(E - 1, -1, -1):
+        counts[e] = choice[e, left]
+        left -= counts[e]
+    return counts, float(score[total])
+
+
+def counts_with_site_prior(log_probs: np.ndarray, site_counts: np.ndarray) -> np.ndarray:
+    """(B, E) compositions of the heads' count log-probabilities (B, E, K) whose number of sites is one the
+    training crystals have: the N maximising log P(best composition with N sites) + log P_train(N), as CDVAE
+    draws the number of atoms before the composition. ``site_counts``: training crystals per number of sites."""
+    hist = np.asarray(site_counts, dtype=np.float64)
+    support = np.flatnonzero(hist > 0)
+    log_prior = np.log(hist[support] / hist.sum())
+    out = []
+    for lp in log_probs:
+        best, best_score = lp.argmax(-1), -np.inf
+        for n, prior in zip(support, log_prior):
+            counts, score = composition_with_total(lp, int(n))
+            if counts is not None and score + prior > best_score:
+                best, best_score = counts, score + prior
+        out.append(best)
+    return np.stack(out) if out else np.zeros(log_probs.shape[:2], np.int64)
+
+
+def composition_with_formula(log_probs: np.ndarray, formula: np.ndarray) -> tuple[np.ndarray, float]:
+    """(counts (E,), log-probability) of the most probable composition under independent per-element count
+    log-probabilities (E, K) whose anonymous formula (per-element site counts, any order, 0-padded) is
+    ``formula``: one linear assignment of its counts to the elements. (None, -inf) when none fits."""
+    from scipy.optimize import linear_sum_assignment
+
+    E, K = log_probs.shape
+    c = np.asarray(formula, np.int64)
+    c = c[c > 0]
+    if len(c) > E or (len(c) and c.max() >= K):
+        return None, -np.inf
+    gain = log_probs[:, c].T - log_probs[:, 0][None, :]  # (L, E): each count on each element, against absent
+    rows, cols = linear_sum_assignment(gain, maximize=True)
+    counts = np.zeros(E, np.int64)
+    counts[cols] = c[rows]
+    return counts, float(log_probs[:, 0].sum() + gain[rows, cols].sum())
+
+
+def anonymous_formula(z) -> tuple:
+    """Per-element site counts of a cell's elements ``z`` in descending order (SrTiO3: (3, 1, 1))."""
+    return tuple(sorted(np.unique(np.asarray(z, np.int64), return_counts=True)[1].tolist(), reverse=True))
+
+
+def formula_histogram(site_Z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(formulas (P, L), crystals per formula (P,)) of crystals given as padded site elements (N, max_sites):
+    each cell's anonymous formula as its per-element site counts in descending order (SrTiO3: 3, 1, 1)."""
+    from collections import Counter
+
+    hist = Counter(anonymous_formula(row[row > 0]) for row in np.asarray(site_Z))
+    keys = sorted(hist)
+    L = max(map(len, keys), default=0)
+    formulas = np.array([list(k) + [0] * (L - len(k)) for k in keys], np.int64).reshape(-1, L)
+    return formulas, np.array([hist[k] for k in keys], np.int64)
+
+
+def counts_with_formula_prior(log_probs: np.ndarray, formulas: np.ndarray, formula_counts: np.ndarray) -> np.ndarray:
+    """(B, E) compositions of the heads' count log-probabilities (B, E, K) whose anonymous formula is one the
+    training crystals have: the formula F maximising log P(best composition of F) + log P_train(F). Finer than
+    the number of sites alone: the heads treat the elements as independent, so a code between an ABX3 and its
+    neighbours can read as A2X3 (the A = B formula, 2 % of perov_5) as easily as ABX3."""
+    keep = np.asarray(formula_counts) > 0
+    formulas, log_prior = np.asarray(formulas)[keep], np.log(formula_counts[keep] / formula_counts[keep].sum())
+    out = []
+    for lp in log_probs:
+        best, best_score = lp.argmax(-1), -np.inf
+        for f, prior in zip(formulas, log_prior):
+            counts, score = composition_with_formula(lp, f)
+            if counts is not None and score + prior > best_score:
+                best, best_score = counts, score + prior
+        out.append(best)
+    return np.stack(out) if out else np.zeros(log_probs.shape[:2], np.int64)
+
+
+class CompositionPrior(NamedTuple):
+    """How the training crystals' compositions look, for reading codes drawn from a prior (which can fall
+    between real crystals' codes): their numbers of sites, and where known their anonymous formulas."""
+
+    site_counts: np.ndarray                    # (max_sites + 1,) training crystals per number of sites
+    formulas: np.ndarray | None = None         # (P, L) anonymous formulas (``formula_histogram``)
+    formula_counts: np.ndarray | None = None   # (P,) training crystals per formula
+
+    def counts(self, log_probs: np.ndarray) -> np.ndarray:
+        """(B, E) compositions of the heads' count log-probabilities (B, E, K) under this prior."""
+        if self.formulas is not None and len(self.formulas):
+            return counts_with_formula_prior(log_probs, self.formulas, self.formula_counts)
+        return counts_with_site_prior(log_probs, self.site_counts)
+
+    def typical_formulas(self, mass: float = 0.95) -> set | None:
+        """The commonest anonymous formulas (``anonymous_formula`` tuples) that together hold ``mass`` of the
+        training crystals; None without a formula record."""
+        if self.formulas is None or not len(self.formulas):
+            return None
+        order = np.argsort(-np.asarray(self.formula_counts), kind="stable")
+        share = np.cumsum(np.asarray(self.formula_counts)[order]) / np.sum(self.formula_counts)
+        n = int(np.searchsorted(share, mass - 1e-12)) + 1
+        return {tuple(int(c) for c in self.formulas[i] if c > 0) for i in order[:n]}
