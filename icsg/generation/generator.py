@@ -95,9 +95,8 @@ class Generator:
     def site_counts(self) -> np.ndarray | None:
         """Training crystals per number of sites (from ``vae_prior.npz``, whatever the prior), which keeps
         decoded compositions to the numbers of sites the data has; None when the file has no such record."""
-        if not self._prior_path.exists():
-            return None
-        return load_latent_prior(self._prior_path).site_counts
+        cp = self.composition_prior
+        return None if cp is None else cp.site_counts
 
     @cached_property
     def composition_prior(self):
@@ -179,8 +178,8 @@ class Generator:
         readout's property estimate (``readout_property``) from it; for bin ``k`` alone, by how far the estimate
         lies outside the bin (0 inside: within the bin the draws keep their random order, so guidance does not
         pull every sample to the bin's most typical crystals). For bin ``k`` with ``n`` (the crystals to keep),
-        the first ``n`` keep the training crystals' mix of anonymous formulas among the typical draws inside
-        the bin (``icsg.generation.guidance.keep_formula_mix``)."""
+        the first ``n`` hold the training crystals' mix of anonymous formulas where the typical draws allow,
+        those inside the bin first (``icsg.generation.guidance.keep_formula_mix``)."""
         edges = [self.cond["train_min"]] + list(self.cond["edges"]) + [self.cond["train_max"]]
         v = df["readout_property"].to_numpy(float)
         if target is None:
