@@ -147,7 +147,8 @@ class DensityCodec:
         reading snaps; readings with atoms closer than ``min_separation_A`` only when every one has them.
         ``generating`` (codes from a prior, compositions kept to the training numbers of sites): the
         runner-up compositions keep the number of sites, and ionic readings are preferred
-        (``FastReadingConfig.ionic``); codes of real crystals choose by the code alone."""
+        (``FastReadingConfig.ionic``), then readings without overlapping atoms (``min_contact_ratio``); codes of
+        real crystals choose by the code alone."""
         from icsg.generation.reading import slot_reading
 
         slots = self.slots(z_read, counts)

@@ -24,6 +24,8 @@ from icsg.data.dataset import property_bin
 from icsg.data.filters import FilterConfig, standardise
 from icsg.errors import SourceError
 from icsg.generation import filters as F
+from icsg.generation.composition import anonymous_formula
+from icsg.generation.guidance import keep_formula_mix
 from icsg.generation.search_config import ConsistencyConfig
 from icsg.generation.latent_prior import PRIOR_FILE, PRIORS, load_latent_prior
 from icsg.generation.reading import READINGS, ion_signs, ionic_contacts
@@ -193,9 +195,6 @@ class Generator:
         cp = self.composition_prior
         if target is not None or n is None or cp is None or cp.formulas is None:
             return order
-        from icsg.generation.guidance import keep_formula_mix
-        from icsg.generation.composition import anonymous_formula
-
         shares = {tuple(int(c) for c in f if c > 0): s / np.sum(cp.formula_counts)
                   for f, s in zip(cp.formulas, cp.formula_counts)}
         forms = [None if s is None else anonymous_formula([x.specie.Z for x in s]) for s in df["structure"]]
@@ -207,8 +206,6 @@ class Generator:
         charge-balanced (``charge_neutral``) and with ionic contacts (``ionic``). A code the flow draws between
         real crystals' codes can read as A2X3 where the data has ABX3, or put an anion on a cation's site;
         guidance keeps the other draw (measured: ``benchmarks/generation.py``)."""
-        from icsg.generation.composition import anonymous_formula
-
         cp = self.composition_prior
         forms = cp.typical_formulas() if cp is not None else None
         ok = df["charge_neutral"].to_numpy(bool) & df.get("ionic", pd.Series(True, index=df.index)).to_numpy(bool)
