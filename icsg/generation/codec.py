@@ -219,7 +219,7 @@ class DensityCodec:
                progress: bool = False, composition_prior: CompositionPrior | None = None) -> Decoded:
         """Codes (B, code_dim) under one-hot conditions (B, K) -> crystals, in batches of ``batch_size``.
         ``exact``: a ``ConsistencyConfig`` for reading='exact' (default: its defaults). ``composition_prior``
-        (``icsg.generation.reading.CompositionPrior``) keeps the fast reading's compositions to the numbers of
+        (``icsg.generation.composition.CompositionPrior``) keeps the fast reading's compositions to the numbers of
         sites and anonymous formulas the data has: for codes drawn from a prior, which can fall between the
         codes of real crystals; None reads the heads as they are (reconstruction)."""
         from tqdm.auto import tqdm

@@ -153,12 +153,18 @@ class CompositionPrior(NamedTuple):
             return counts_with_formula_prior(log_probs, self.formulas, self.formula_counts)
         return counts_with_site_prior(log_probs, self.site_counts)
 
+    def shares(self) -> dict:
+        """{anonymous formula (``anonymous_formula`` tuple): share of the training crystals}; {} without a record."""
+        if self.formulas is None or not len(self.formulas):
+            return {}
+        total = np.sum(self.formula_counts)
+        return {tuple(int(c) for c in f if c > 0): n / total for f, n in zip(self.formulas, self.formula_counts)}
+
     def typical_formulas(self, mass: float = 0.95) -> set | None:
         """The commonest anonymous formulas (``anonymous_formula`` tuples) that together hold ``mass`` of the
         training crystals; None without a formula record."""
-        if self.formulas is None or not len(self.formulas):
+        shares = sorted(self.shares().items(), key=lambda fs: -fs[1])
+        if not shares:
             return None
-        order = np.argsort(-np.asarray(self.formula_counts), kind="stable")
-        share = np.cumsum(np.asarray(self.formula_counts)[order]) / np.sum(self.formula_counts)
-        n = int(np.searchsorted(share, mass - 1e-12)) + 1
-        return {tuple(int(c) for c in self.formulas[i] if c > 0) for i in order[:n]}
+        n = int(np.searchsorted(np.cumsum([s for _, s in shares]), mass - 1e-12)) + 1
+        return {f for f, _ in shares[:n]}

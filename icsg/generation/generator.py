@@ -190,28 +190,28 @@ class Generator:
             miss = np.abs(v - target)
         miss = np.where(np.isfinite(v), miss, np.inf)
         bad = ~df["valid"].to_numpy(bool)
-        typical = self.typical(df)
+        forms = [None if s is None else anonymous_formula([x.specie.Z for x in s]) for s in df["structure"]]
+        typical = self.typical(df, forms)
         order = np.lexsort((np.arange(len(df)), miss, ~typical, bad))
         cp = self.composition_prior
-        if target is not None or n is None or cp is None or cp.formulas is None:
+        if target is not None or n is None or cp is None:
             return order
-        shares = {tuple(int(c) for c in f if c > 0): s / np.sum(cp.formula_counts)
-                  for f, s in zip(cp.formulas, cp.formula_counts)}
-        forms = [None if s is None else anonymous_formula([x.specie.Z for x in s]) for s in df["structure"]]
-        return keep_formula_mix(order, forms, typical & ~bad, shares, n)
+        return keep_formula_mix(order, forms, typical & ~bad, cp.shares(), n)
 
-    def typical(self, df: pd.DataFrame) -> np.ndarray:
+    def typical(self, df: pd.DataFrame, forms: list | None = None) -> np.ndarray:
         """(len(df),) True for crystals that read as a typical crystal of the data: an anonymous formula among
         the commonest that hold 95 % of the training crystals (``CompositionPrior.typical_formulas``),
         charge-balanced (``charge_neutral``) and with ionic contacts (``ionic``). A code the flow draws between
         real crystals' codes can read as A2X3 where the data has ABX3, or put an anion on a cation's site;
-        guidance keeps the other draw (measured: ``benchmarks/generation.py``)."""
+        guidance keeps the other draw (measured: ``benchmarks/generation.py``). ``forms``: each row's
+        ``anonymous_formula`` (None = no crystal) when the caller has them already."""
         cp = self.composition_prior
-        forms = cp.typical_formulas() if cp is not None else None
+        common = cp.typical_formulas() if cp is not None else None
         ok = df["charge_neutral"].to_numpy(bool) & df.get("ionic", pd.Series(True, index=df.index)).to_numpy(bool)
-        if forms is not None:
-            ok &= np.array([s is not None and anonymous_formula([x.specie.Z for x in s]) in forms
-                            for s in df["structure"]])
+        if common is not None:
+            if forms is None:
+                forms = [None if s is None else anonymous_formula([x.specie.Z for x in s]) for s in df["structure"]]
+            ok &= np.array([f is not None and f in common for f in forms])
         return ok
 
     def around(self, base: Structure, n: int, variance: float = 0.5, condition: int | None = None) -> pd.DataFrame:
