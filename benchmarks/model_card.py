@@ -187,6 +187,11 @@ def _readout(sha256) -> list[str]:
             out.append(f"- and per anonymous formula (per-element site counts), {forms}: generation reads each code "
                        "as the most probable composition of one of these formulas (weighted by its share), and "
                        "guidance prefers the commonest formulas that hold 95 % of the crystals")
+        if lp.get("ionic_formulas"):
+            forms = ", ".join(f"{k}: {v}" for k, v in sorted(lp["ionic_formulas"].items(), key=lambda kv: -kv[1]))
+            out.append(f"- and per ionic formula (cation | anion site counts from pymatgen's most probable oxidation "
+                       f"states, charge-balanced crystals only), {forms}: guidance prefers the commonest that hold "
+                       "95 % of them")
     if lc:
         out.append(f"- `weights/{lc['file']}` (exact reading only): ridge regression (α {lc['alpha']:g}) from z_map and "
                    f"the condition to the cell lengths, MAE {lc['train_mae_A']:.4f} Å on its {lc['maps']} maps; sha256 "

@@ -259,6 +259,12 @@ def test_samples_keep_to_the_training_numbers_of_sites_and_guidance_keeps_the_re
                        "structure": [abx3] * 5 + [a2x3], "charge_neutral": [True] * 4 + [False, True],
                        "ionic": True})
     assert generator.typical(df).tolist() == [True, True, True, True, False, False]
+    kto2f, ti2nof = abx3.copy(), abx3.copy()
+    kto2f.replace(0, "K"), kto2f.replace(4, "F")
+    for i, el in enumerate(["Ti", "Ti", "N", "O", "F"]):
+        ti2nof.replace(i, el)  # anonymous formula (2, 1, 1, 1) like KTiO2F, but one cation on both cation sites
+    mixed = pd.DataFrame({"structure": [kto2f, ti2nof], "charge_neutral": True, "ionic": True})
+    assert generator.typical(mixed).tolist() == [True, False]
     # typical crystals in the bin, then nearest it, unknown; then the atypical ones; invalid last
     assert generator.rank(df, 0).tolist() == [2, 0, 3, 4, 5, 1]
     assert generator.rank(df, 0, target=5.0).tolist() == [0, 2, 3, 4, 5, 1]

@@ -56,10 +56,12 @@ def test_storage_round_trips_and_bad_files_are_named(tmp_path):
     from dataclasses import replace
 
     save_latent_prior(replace(prior, site_counts=np.array([0, 0, 3, 7]), formulas=np.array([[1, 1], [2, 0]]),
-                              formula_counts=np.array([3, 7])), path)
+                              formula_counts=np.array([3, 7]), ionic_formulas=np.array(["1|1", "1,1|3"]),
+                              ionic_counts=np.array([4, 6])), path)
     back = load_latent_prior(path)
     assert back.site_counts.tolist() == [0, 0, 3, 7] and back.formulas.tolist() == [[1, 1], [2, 0]]
     assert back.formula_counts.tolist() == [3, 7]
+    assert back.ionic_formulas.tolist() == ["1|1", "1,1|3"] and back.ionic_counts.tolist() == [4, 6]
     with pytest.raises(WeightsError, match="latent space is 8"):
         load_latent_prior(path, latent_dim=8)
     with pytest.raises(WeightsError, match="missing"):
@@ -90,11 +92,12 @@ def test_posterior_means_of_a_prepared_dataset(tiny_dataset):
     keras.utils.set_random_seed(0)
     vae = build_vae(VAEConfig(grid_size=16, latent_dim=8, filters=(4, 8), n_cond=10))
     meta = {"grid": man["grid"], "condition": man["condition"]}
-    mu, bins, onehot, abc, values, site_counts, (formulas, formula_counts) = posterior_means(
+    mu, bins, onehot, abc, values, site_counts, (formulas, formula_counts), (ionic, ionic_counts) = posterior_means(
         vae, meta, ds, n_maps=100, batch_size=2)
     train = load_arrays(ds, "train")
     assert site_counts.tolist() == np.bincount((train["site_Z"] > 0).sum(1)).tolist()  # the whole split
     assert formula_counts.sum() == len(train["ids"]) and np.all(formulas.sum(1) > 0)
+    assert 0 < ionic_counts.sum() <= len(train["ids"]) and all("|" in f for f in ionic)
     assert mu.shape == (len(train["ids"]), 8)  # every training map, none of the val split
     assert np.array_equal(bins, property_bin(train["prop"], np.array(man["condition"]["edges"])))
     assert np.array_equal(onehot.argmax(1), bins) and np.allclose(abc, train["abc_A"])

@@ -257,3 +257,22 @@ def test_formula_prior_reads_abx3_where_the_independent_heads_say_a2x3():
     assert CompositionPrior(np.bincount([5] * 100)).counts(lp[None])[0].tolist() == [2, 0, 3]  # sites alone
     assert prior.typical_formulas(0.95) == {(3, 1, 1)} and prior.typical_formulas(0.99) == {(3, 1, 1), (3, 2)}
     assert anonymous_formula([8, 38, 8, 22, 8]) == (3, 1, 1)
+
+
+def test_ionic_formula_tells_two_cations_from_one_cation_on_both_sites():
+    from pymatgen.core import Composition
+
+    from icsg.generation.composition import CompositionPrior, commonest, ionic_formula, ionic_formula_histogram
+
+    assert ionic_formula(Composition("SrTiO3")) == "1,1|3"
+    assert ionic_formula(Composition("KGeO2F")) == "1,1|2,1"
+    assert ionic_formula(Composition("Mn2NOF")) == "2|1,1,1"  # same anonymous formula as KGeO2F
+    assert ionic_formula(Composition("NaO3")) is None  # no charge-balanced assignment
+    site_Z = np.array([[38, 22, 8, 8, 8]] * 6 + [[19, 32, 8, 8, 9]] * 3 + [[25, 25, 7, 8, 9]] + [[11, 8, 8, 8, 0]])
+    forms, counts = ionic_formula_histogram(site_Z)
+    assert dict(zip(forms.tolist(), counts.tolist())) == {"1,1|3": 6, "1,1|2,1": 3, "2|1,1,1": 1}  # NaO3 left out
+    prior = CompositionPrior(np.bincount([5] * 11), ionic_formulas=forms, ionic_counts=counts)
+    assert prior.typical_ionic_formulas(0.9) == {"1,1|3", "1,1|2,1"}
+    assert prior.typical_ionic_formulas(0.95) == {"1,1|3", "1,1|2,1", "2|1,1,1"}
+    assert CompositionPrior(np.bincount([5] * 11)).typical_ionic_formulas() is None
+    assert commonest({"a": 1, "b": 8, "c": 1}, 0.8) == {"b"} and commonest({}, 0.9) == set()

@@ -1,6 +1,6 @@
 """Which composition a code stands for: the readout heads give each element's count independently; these
 functions pick whole compositions from those count probabilities, kept to what the training crystals look
-like when the code comes from a prior (numbers of sites, anonymous formulas)."""
+like when the code comes from a prior (numbers of sites, anonymous and ionic formulas)."""
 
 from __future__ import annotations
 
@@ -121,6 +121,49 @@ def formula_histogram(site_Z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return formulas, np.array([hist[k] for k in keys], np.int64)
 
 
+def ionic_formula(composition) -> str | None:
+    """The anonymous formula split by ion role, from pymatgen's most probable oxidation states: cation counts |
+    anion counts (| neutral counts, when an element is assigned 0), each descending; SrTiO3 '1,1|3', KGeO2F
+    '1,1|2,1', Mn2NOF '2|1,1,1'. None when no charge-balanced assignment exists. Finer than the anonymous
+    formula: ABX2Y and A2XYZ share (2, 1, 1, 1) but are different kinds of crystal."""
+    guesses = composition.oxi_state_guesses(max_sites=-50)
+    if not guesses:
+        return None
+    ox, roles = guesses[0], ([], [], [])
+    for el, n in composition.items():
+        q = ox[str(el)]
+        roles[0 if q > 0 else 1 if q < 0 else 2].append(int(round(n)))
+    parts = [",".join(map(str, sorted(r, reverse=True))) for r in roles]
+    return "|".join(parts if parts[2] else parts[:2])
+
+
+def ionic_formula_histogram(site_Z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(ionic formulas (P,) str, crystals per formula (P,)) of the charge-balanced crystals among padded site
+    elements (N, max_sites); crystals with no charge-balanced assignment are left out."""
+    from collections import Counter
+
+    from pymatgen.core import Composition, Element
+
+    hist = Counter()
+    for row in np.asarray(site_Z):
+        z, n = np.unique(row[row > 0], return_counts=True)
+        f = ionic_formula(Composition({Element.from_Z(int(a)): int(b) for a, b in zip(z, n)}))
+        if f is not None:
+            hist[f] += 1
+    keys = sorted(hist)
+    return np.array(keys, dtype=str), np.array([hist[k] for k in keys], np.int64)
+
+
+def commonest(counts: dict, mass: float = 0.95) -> set:
+    """The commonest keys of {key: count} that together hold ``mass`` of the total."""
+    items = sorted(counts.items(), key=lambda kv: -kv[1])
+    total = sum(n for _, n in items)
+    if not total:
+        return set()
+    n = int(np.searchsorted(np.cumsum([c / total for _, c in items]), mass - 1e-12)) + 1
+    return {k for k, _ in items[:n]}
+
+
 def counts_with_formula_prior(log_probs: np.ndarray, formulas: np.ndarray, formula_counts: np.ndarray) -> np.ndarray:
     """(B, E) compositions of the heads' count log-probabilities (B, E, K) whose anonymous formula is one the
     training crystals have: the formula F maximising log P(best composition of F) + log P_train(F). Finer than
@@ -141,11 +184,13 @@ def counts_with_formula_prior(log_probs: np.ndarray, formulas: np.ndarray, formu
 
 class CompositionPrior(NamedTuple):
     """How the training crystals' compositions look, for reading codes drawn from a prior (which can fall
-    between real crystals' codes): their numbers of sites, and where known their anonymous formulas."""
+    between real crystals' codes): their numbers of sites, and where known their anonymous and ionic formulas."""
 
     site_counts: np.ndarray                    # (max_sites + 1,) training crystals per number of sites
     formulas: np.ndarray | None = None         # (P, L) anonymous formulas (``formula_histogram``)
     formula_counts: np.ndarray | None = None   # (P,) training crystals per formula
+    ionic_formulas: np.ndarray | None = None   # (Q,) str ionic formulas (``ionic_formula_histogram``)
+    ionic_counts: np.ndarray | None = None     # (Q,) charge-balanced training crystals per ionic formula
 
     def counts(self, log_probs: np.ndarray) -> np.ndarray:
         """(B, E) compositions of the heads' count log-probabilities (B, E, K) under this prior."""
@@ -163,8 +208,12 @@ class CompositionPrior(NamedTuple):
     def typical_formulas(self, mass: float = 0.95) -> set | None:
         """The commonest anonymous formulas (``anonymous_formula`` tuples) that together hold ``mass`` of the
         training crystals; None without a formula record."""
-        shares = sorted(self.shares().items(), key=lambda fs: -fs[1])
-        if not shares:
+        shares = self.shares()
+        return commonest(shares, mass) if shares else None
+
+    def typical_ionic_formulas(self, mass: float = 0.95) -> set | None:
+        """The commonest ionic formulas (``ionic_formula`` strings) that together hold ``mass`` of the
+        charge-balanced training crystals; None without an ionic record."""
+        if self.ionic_formulas is None or not len(self.ionic_formulas):
             return None
-        n = int(np.searchsorted(np.cumsum([s for _, s in shares]), mass - 1e-12)) + 1
-        return {f for f, _ in shares[:n]}
+        return commonest({str(f): int(n) for f, n in zip(self.ionic_formulas, self.ionic_counts)}, mass)

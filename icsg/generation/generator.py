@@ -24,7 +24,7 @@ from icsg.data.dataset import property_bin
 from icsg.data.filters import FilterConfig, standardise
 from icsg.errors import SourceError
 from icsg.generation import filters as F
-from icsg.generation.composition import anonymous_formula
+from icsg.generation.composition import anonymous_formula, ionic_formula
 from icsg.generation.guidance import keep_formula_mix
 from icsg.generation.search_config import ConsistencyConfig
 from icsg.generation.latent_prior import PRIOR_FILE, PRIORS, load_latent_prior
@@ -102,14 +102,15 @@ class Generator:
 
     @cached_property
     def composition_prior(self):
-        """The training crystals' numbers of sites and anonymous formulas (``CompositionPrior``, from
+        """The training crystals' numbers of sites, anonymous and ionic formulas (``CompositionPrior``, from
         ``vae_prior.npz``) that decoded compositions are kept to; None when the file has no such record."""
         from icsg.generation.composition import CompositionPrior
 
         if not self._prior_path.exists():
             return None
         p = load_latent_prior(self._prior_path)
-        return None if p.site_counts is None else CompositionPrior(p.site_counts, p.formulas, p.formula_counts)
+        return None if p.site_counts is None else CompositionPrior(p.site_counts, p.formulas, p.formula_counts,
+                                                                    p.ionic_formulas, p.ionic_counts)
 
     # --- conditions ----------------------------------------------------------------
     @property
@@ -200,18 +201,24 @@ class Generator:
 
     def typical(self, df: pd.DataFrame, forms: list | None = None) -> np.ndarray:
         """(len(df),) True for crystals that read as a typical crystal of the data: an anonymous formula among
-        the commonest that hold 95 % of the training crystals (``CompositionPrior.typical_formulas``),
-        charge-balanced (``charge_neutral``) and with ionic contacts (``ionic``). A code the flow draws between
-        real crystals' codes can read as A2X3 where the data has ABX3, or put an anion on a cation's site;
-        guidance keeps the other draw (measured: ``benchmarks/generation.py``). ``forms``: each row's
+        the commonest that hold 95 % of the training crystals (``CompositionPrior.typical_formulas``), likewise
+        its ionic formula (cations | anions, ``typical_ionic_formulas``), charge-balanced (``charge_neutral``)
+        and with ionic contacts (``ionic``). A code the flow draws between real crystals' codes can read as
+        A2X3 where the data has ABX3, put one element on both cation sites (Mn2NOF) or an anion on a cation's
+        site; guidance keeps the other draw (measured: ``benchmarks/generation.py``). ``forms``: each row's
         ``anonymous_formula`` (None = no crystal) when the caller has them already."""
         cp = self.composition_prior
-        common = cp.typical_formulas() if cp is not None else None
         ok = df["charge_neutral"].to_numpy(bool) & df.get("ionic", pd.Series(True, index=df.index)).to_numpy(bool)
+        if cp is None:
+            return ok
+        common, ionic = cp.typical_formulas(), cp.typical_ionic_formulas()
         if common is not None:
             if forms is None:
                 forms = [None if s is None else anonymous_formula([x.specie.Z for x in s]) for s in df["structure"]]
-            ok &= np.array([f is not None and f in common for f in forms])
+            ok &= np.array([f is not None and f in common for f in forms], bool)
+        if ionic is not None:
+            ok &= np.array([bool(o) and ionic_formula(s.composition) in ionic
+                            for o, s in zip(ok, df["structure"])], bool)
         return ok
 
     def around(self, base: Structure, n: int, variance: float = 0.5, condition: int | None = None) -> pd.DataFrame:

@@ -29,6 +29,7 @@ from icsg.errors import WeightsError
 
 PRIOR_FILE = "vae_prior.npz"
 PRIORS = ("flow", "fitted", "standard")
+OPTIONAL = ("site_counts", "formulas", "formula_counts", "ionic_counts")  # int64 records beside the Gaussians
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,8 @@ class LatentPrior:
     site_counts: np.ndarray | None = None  # training crystals per number of sites (index = sites)
     formulas: np.ndarray | None = None        # (P, L) the training crystals' anonymous formulas
     formula_counts: np.ndarray | None = None  # (P,) training crystals per formula
+    ionic_formulas: np.ndarray | None = None  # (Q,) str the charge-balanced training crystals' ionic formulas
+    ionic_counts: np.ndarray | None = None    # (Q,) training crystals per ionic formula
 
     @property
     def n_bins(self) -> int:
@@ -99,6 +102,7 @@ class Codes(NamedTuple):
     values: np.ndarray  # (N,) the conditioning property (NaN where unknown)
     site_counts: np.ndarray | None = None  # crystals of the whole split per number of sites
     formulas: tuple | None = None          # (formulas (P, L), counts (P,)) of the whole split's anonymous formulas
+    ionic: tuple | None = None             # (ionic formulas (Q,), counts (Q,)) of the whole split
 
 
 def posterior_means(vae, vae_meta: dict, data_dir: str | os.PathLike, n_maps: int = 8192, seed: int = 0,
@@ -128,20 +132,23 @@ def posterior_means(vae, vae_meta: dict, data_dir: str | os.PathLike, n_maps: in
         else:
             mu, _ = vae.encoder.predict([x, onehot[i:i + batch_size]], verbose=0)
             out.append(np.asarray(mu))
-    from icsg.generation.composition import formula_histogram
+    from icsg.generation.composition import formula_histogram, ionic_formula_histogram
 
     n_sites = (np.asarray(arrays["site_Z"]) > 0).sum(1) if "site_Z" in arrays else None
     return Codes(np.concatenate(out), onehot.argmax(1).astype(int), onehot, np.asarray(arrays["abc_A"][pick]),
                  np.asarray(arrays["prop"][pick], dtype=np.float64),
                  None if n_sites is None else np.bincount(n_sites).astype(np.int64),
-                 None if n_sites is None else formula_histogram(arrays["site_Z"]))
+                 None if n_sites is None else formula_histogram(arrays["site_Z"]),
+                 None if n_sites is None else ionic_formula_histogram(arrays["site_Z"]))
 
 
 def save_latent_prior(prior: LatentPrior, path: str | os.PathLike) -> None:
     from icsg.io import atomic_save_npz
 
-    extra = {k: np.asarray(getattr(prior, k), np.int64) for k in ("site_counts", "formulas", "formula_counts")
-             if getattr(prior, k) is not None}
+    extra = {k: np.asarray(getattr(prior, k), np.int64)
+             for k in ("site_counts", "formulas", "formula_counts", "ionic_counts") if getattr(prior, k) is not None}
+    if prior.ionic_formulas is not None:
+        extra["ionic_formulas"] = np.asarray(prior.ionic_formulas, str)
     atomic_save_npz(path, mean=prior.mean, chol=prior.chol, counts=prior.counts, n_maps=np.array(prior.n_maps),
                     source=np.array(prior.source), **extra)
 
@@ -153,7 +160,7 @@ def load_latent_prior(path: str | os.PathLike, latent_dim: int | None = None) ->
     f = load_weights_npz(path, "latent prior", ("mean", "chol", "counts", "n_maps", "source"),
                          "make it with `icsg fit-latent-prior DATA`, or sample the paper's N(0, I) with "
                          "prior='standard'",
-                         optional=("site_counts", "formulas", "formula_counts"))
+                         optional=OPTIONAL + ("ionic_formulas",))
     mean, chol = f["mean"].astype(np.float64), f["chol"].astype(np.float64)
     counts, n_maps, source = f["counts"].astype(int), int(f["n_maps"]), str(f["source"])
     k, d = mean.shape if mean.ndim == 2 else (0, 0)
@@ -163,7 +170,8 @@ def load_latent_prior(path: str | os.PathLike, latent_dim: int | None = None) ->
                            f"and counts {counts.shape}")
     if latent_dim is not None and d != latent_dim:
         raise WeightsError(f"{path}: latent prior is {d}-dimensional, the VAE's latent space is {latent_dim}")
-    opt = {k: f[k].astype(np.int64) if k in f else None for k in ("site_counts", "formulas", "formula_counts")}
+    opt = {k: f[k].astype(np.int64) if k in f else None for k in OPTIONAL}
+    opt["ionic_formulas"] = f["ionic_formulas"].astype(str) if "ionic_formulas" in f else None
     return LatentPrior(mean, chol, counts, n_maps, source, **opt)
 
 
@@ -178,7 +186,8 @@ def write_code_prior(codec, weights_dir: str | os.PathLike, data_dir: str | os.P
     codes = posterior_means(codec, codec.vae_meta, data_dir, n_maps, seed)
     prior = fit_latent_prior(codes.mu, codes.bins, int(codec.condition["n_bins"]), source=str(data_dir))
     prior = replace(prior, site_counts=codes.site_counts,
-                    **({} if codes.formulas is None else dict(zip(("formulas", "formula_counts"), codes.formulas))))
+                    **({} if codes.formulas is None else dict(zip(("formulas", "formula_counts"), codes.formulas))),
+                    **({} if codes.ionic is None else dict(zip(("ionic_formulas", "ionic_counts"), codes.ionic))))
     out = Path(weights_dir) / PRIOR_FILE
     save_latent_prior(prior, out)
     cov_diag = np.sum(prior.chol**2, axis=2)
@@ -188,7 +197,9 @@ def write_code_prior(codec, weights_dir: str | os.PathLike, data_dir: str | os.P
                              "site_counts": None if prior.site_counts is None else prior.site_counts.tolist(),
                              "anonymous_formulas": None if prior.formulas is None else {
                                  ",".join(str(c) for c in f if c): int(n)
-                                 for f, n in zip(prior.formulas, prior.formula_counts)}}}
+                                 for f, n in zip(prior.formulas, prior.formula_counts)},
+                             "ionic_formulas": None if prior.ionic_formulas is None else {
+                                 str(f): int(n) for f, n in zip(prior.ionic_formulas, prior.ionic_counts)}}}
     z_map = codes.mu[:, :codec.map_dim]
     cell = fit_latent_cell(z_map, codes.onehot, codes.abc_A, source=str(data_dir))
     save_latent_cell(cell, Path(weights_dir) / CELL_FILE)
