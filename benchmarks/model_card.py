@@ -129,6 +129,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{r['property']} {r['cgcnn_mae']:.4g} {r['unit']}" for r in props["rows"]) + "."]
     lines += ["", "Full sha256 values are in each model's JSON (`sha256`).", ""]
     lines += _baselines(sha256)
+    lines += _periodic(sha256)
     lines = [ln for ln in lines if ln is not None]  # optional lines that do not apply
     (W / "MODEL_CARD.md").write_text("\n".join(lines))
     print("\n".join(lines))
@@ -234,6 +235,37 @@ def _baselines(sha256) -> list[str]:
                 f"{st.get('seconds', 0) / 60:.1f} min",
                 f"- sha256: generator `{sha256(W / 'ccdcgan_generator.weights.h5')}`, regressor "
                 f"`{sha256(W / 'ccdcgan_regressor.weights.h5')}`"]
+    return out + [""]
+
+
+def _periodic(sha256) -> list[str]:
+    """The any-lattice models of weights/mp: VAE, UNet, readout and the prior over their codes."""
+    d = W / "mp"
+    if not (d / "readout.json").exists():
+        return []
+    out = ["## Any-lattice models (`weights/mp/`, `--weights weights/mp`)", "",
+           "Trained on `icsg prepare ../shared/data/mp_20_sample/all.csv.gz ../shared/data/mp_elastic_binaries/all.csv.gz "
+           "../shared/data/mp_dielectric/all.csv.gz ../shared/data/wbm_sample/all.csv.gz --out runs/data/mp_periodic "
+           "--encoding periodic --property formation_energy_per_atom --fill-property --val-fraction 0.1` (Niggli cells "
+           "of up to 20 sites; the formation energy is DFT where the set has it and the shipped CGCNN's prediction "
+           "elsewhere, marked in the dataset). Commands: `data_prep/train_periodic_models.sh`.", ""]
+    for name, title in (("vae", "periodic Cond-DFC-VAE (map over the unit cell)"), ("unet", "periodic UNet"),
+                        ("readout", "readout (z_read: counts, cell lengths and angles, slots)")):
+        meta = _load(d / f"{name}.json")
+        if meta is None:
+            continue
+        tr = meta.get("training", {})
+        secs = tr.get("epoch_seconds") or []
+        cfg = {k: v for k, v in meta.get("config", {}).items() if k != "elements_Z"}
+        logs = tr.get("last_logs") or {}
+        out += [f"- {title}: `{meta.get('command')}`; config `{json.dumps(cfg)}`; {tr.get('epochs_done')} epochs, best "
+                f"validation loss {tr.get('best', float('nan')):.4f} at epoch {tr.get('best_epoch')}, "
+                f"{sum(secs) / 60:.0f} min; last epoch `{json.dumps({k: round(v, 4) for k, v in logs.items()})}`; "
+                f"sha256 `{sha256(d / f'{name}.weights.h5')}`"]
+    if (d / "vae_prior.npz").exists():
+        out.append(f"- `weights/mp/vae_prior.npz`: one Gaussian per formation-energy decile over the codes [z_map, z_read] "
+                   f"of the training crystals (`icsg fit-latent-prior runs/data/mp_periodic --weights weights/mp`); "
+                   f"sha256 `{sha256(d / 'vae_prior.npz')}`")
     return out + [""]
 
 

@@ -20,5 +20,20 @@ OMP_NUM_THREADS=1 icsg train-vae runs/data/mp_periodic --out runs/vae_mp --beta 
     --batch 16 --steps-per-epoch 60 --lr 1e-3 --epochs 200 --patience 15 --val-limit 128 &
 wait
 
-# 3. held-out reconstruction
-python benchmarks/reconstruction_periodic.py --data runs/data/mp_periodic --vae runs/vae_mp --unet runs/unet_mp
+# 3. the readout (z_read: element counts, cell lengths and angles, slot positions) on the same crystals' site lists:
+#    a first run stopped by hand at epoch 28, then every part continued from its best epoch with the slot loss that
+#    keeps two slots of one element apart (icsg/models/readout.py, _chamfer)
+icsg train-readout runs/data/mp_periodic --out runs/readout_mp_c --epochs 300 --steps-per-epoch 0 --batch 64 \
+    --patience 30 --lr 2e-3 --latent 128 --hidden 512 --slot-weight 10 --position-weight 10 --cell-weight 10 --beta 0.03
+icsg train-readout runs/data/mp_periodic --out runs/readout_mp_d --epochs 300 --steps-per-epoch 0 --batch 64 \
+    --patience 20 --lr 1e-3 --latent 128 --hidden 512 --slot-weight 10 --position-weight 10 --cell-weight 10 --beta 0.03 \
+    --init-weights runs/readout_mp_c/best.weights.h5
+
+# 4. ship into weights/mp, fit the prior over whole codes [z_map, z_read], measure, write the model card
+icsg ship-weights runs/vae_mp --name vae --to weights/mp --recalibrate runs/data/mp_periodic
+icsg ship-weights runs/unet_mp --name unet --to weights/mp --recalibrate runs/data/mp_periodic
+icsg ship-weights runs/readout_mp_d --name readout --to weights/mp
+icsg fit-latent-prior runs/data/mp_periodic --weights weights/mp
+python benchmarks/reconstruction_periodic.py --data runs/data/mp_periodic --vae weights/mp
+python benchmarks/generation_periodic.py --weights weights/mp --data runs/data/mp_periodic
+python benchmarks/model_card.py

@@ -105,8 +105,12 @@ def cmd_reconstruct(a) -> int:
     recs = _records(a.sources, a.limit)
     weights = Path(a.weights or WEIGHTS_DIR)
     if is_periodic(weights):
-        from icsg.evaluation.reconstruct_periodic import reconstruct_periodic
+        from icsg.evaluation.reconstruct_periodic import reconstruct_codes_periodic, reconstruct_periodic
 
+        if (weights / "readout.json").exists():  # the code reading; without a readout, the map's
+            from icsg.generation.periodic_codec import PeriodicCodec
+
+            return _report(reconstruct_codes_periodic(recs, PeriodicCodec(weights)), a)
         return _report(reconstruct_periodic(recs, weights, weights, batch_size=a.batch, workers=a.workers), a)
     from icsg.evaluation.reconstruct import reconstruct_codes
     from icsg.generation.codec import DensityCodec

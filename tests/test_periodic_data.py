@@ -6,7 +6,6 @@ from pymatgen.core import Lattice, Structure
 
 from icsg.data.dataset import PrepareConfig, VoxelDataset, load_arrays, prepare
 from icsg.data.sources import iter_source
-from icsg.errors import SourceError
 from icsg.representation.augment import PeriodicMove, move_fractions, move_periodic_map
 from icsg.representation.periodic import PeriodicGrid, encode_periodic, lattice_from_coordinates, render_periodic
 
@@ -70,8 +69,8 @@ def test_periodic_batches_carry_the_lattice_in_the_coordinate_channels(tmp_path)
     assert np.allclose(lattice_from_coordinates(x[0, ..., 1:], GRID), lat.matrix, atol=1e-4)
     m, labels = VoxelDataset(out, "train", "unet", batch_size=2)[0]
     assert m.shape == (2, 16, 16, 16, 1) and labels["species"].shape == (2, 16, 16, 16)
-    with pytest.raises(SourceError, match="readout encoder reads cubic cells"):
-        VoxelDataset(out, "train", "readout")
+    (zs, fr, cell), y = VoxelDataset(out, "train", "readout", batch_size=2, shuffle=False)[0]
+    assert cell.shape == (2, 6) and np.allclose(cell[:, 3:], y["angles_deg"]) and np.allclose(cell[:, :3], y["abc_A"])
 
 
 def test_fill_property_marks_the_predicted_values(tmp_path):

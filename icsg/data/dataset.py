@@ -271,7 +271,7 @@ class VoxelDataset(_keras_pydataset()):
     """Batches of an encoded dataset for Keras ``fit``, with exact random rotations.
 
     Periodic datasets (any lattice) are augmented by inversion and whole-voxel translations of the origin
-    (``icsg.representation.augment.PeriodicMove``) instead of rotations, and have no readout task.
+    (``icsg.representation.augment.PeriodicMove``) instead of rotations; their readout cell has six numbers.
 
     task='unet':  x = M (B, n, n, n, 1); y = {'species': class index (B, n, n, n),
                   'occupancy': S_B (B, n, n, n, 1)}. With ``crop`` = c, a random c^3 window of
@@ -280,9 +280,9 @@ class VoxelDataset(_keras_pydataset()):
                   maps, see ``icsg.training.maps.train_unet``).
     task='vae':   x = (concat[M, C] (B, n, n, n, 4), one-hot condition (B, bins)); y = the 4 channels.
     task='readout': x = (site Z (B, max_atoms) 0-padded, fractional coordinates (B, max_atoms, 3), cell
-                  lengths (B, 3) Å), no maps; y = {'counts':
+                  lengths (B, 3) Å, followed on periodic datasets by the angles (B, 3) °), no maps; y = {'counts':
                   sites per element of the manifest's elements_Z (B, E), 'abc_A': (B, 3) Å, 'property': (B,)
-                  NaN where unknown} (``icsg.models.readout``).
+                  NaN where unknown, periodic: 'angles_deg' (B, 3)} (``icsg.models.readout``).
     """
 
     def __init__(self, path, split: str = "train", task: str = "unet", batch_size: int = 8,
@@ -311,9 +311,6 @@ class VoxelDataset(_keras_pydataset()):
         if task == "vae" and not self.condition:
             raise SourceError(f"{path}: dataset was prepared without --property; the VAE needs a condition")
         if task == "readout":
-            if self.periodic:
-                raise SourceError(f"{path}: the readout encoder reads cubic cells; a periodic dataset trains the "
-                                  "UNet and the VAE")
             if "site_Z" not in self.arrays:
                 raise SourceError(f"{path}: dataset has no site lists (prepared by an older icsg); run 'icsg prepare' "
                                   "again into a new folder")
@@ -351,8 +348,11 @@ class VoxelDataset(_keras_pydataset()):
         if self.task == "readout":
             abc = self.arrays["abc_A"][idx].astype(np.float32)
             zs, fr = canonical_sites(self.arrays["site_Z"][idx].astype(np.int32), self.arrays["site_frac"][idx])
-            return ((zs, fr, abc),
-                    {"counts": self.counts[idx], "abc_A": abc, "property": self.arrays["prop"][idx].astype(np.float32)})
+            y = {"counts": self.counts[idx], "abc_A": abc, "property": self.arrays["prop"][idx].astype(np.float32)}
+            if not self.periodic:
+                return (zs, fr, abc), y
+            angles = self.arrays["angles_deg"][idx].astype(np.float32)
+            return (zs, fr, np.concatenate([abc, angles], -1)), {**y, "angles_deg": angles}
         dens, spc, coords = [], [], []
         for j in idx:
             d, s, abc = self.arrays["density"][j], self.arrays["species"][j], self.arrays["abc_A"][j]

@@ -78,6 +78,8 @@ def _one(structure):
                                         .featurize(structure.composition), float)
         except Exception:  # noqa: BLE001  matminer raises many kinds on odd compositions: a NaN row
             pass
+        if not out["struct_valid"]:  # coverage reads valid samples only; CrystalNN crawls on overlapping atoms
+            return out
         try:
             fp = CrystalNNFingerprint.from_preset("ops")
             out["struct_fp"] = np.mean([fp.featurize(structure, i) for i in range(len(structure))], axis=0)

@@ -126,9 +126,10 @@ def posterior_means(vae, vae_meta: dict, data_dir: str | os.PathLike, n_maps: in
     for i in range(0, len(pick), batch_size):
         idx = pick[i:i + batch_size]
         x = vae_inputs(vae_meta["grid"], arrays["density"][idx], arrays, idx)
-        if hasattr(vae, "encode_maps"):  # a DensityCodec: the whole code [z_map, z_read]
+        if hasattr(vae, "encode_maps"):  # a DensityCodec or PeriodicCodec: the whole code [z_map, z_read]
+            cell = [arrays["angles_deg"][idx]] if arrays["manifest"].get("encoding") == "periodic" else []
             out.append(vae.encode_maps(x, onehot[i:i + batch_size], arrays["site_Z"][idx], arrays["site_frac"][idx],
-                                       arrays["abc_A"][idx]))
+                                       arrays["abc_A"][idx], *cell))
         else:
             mu, _ = vae.encoder.predict([x, onehot[i:i + batch_size]], verbose=0)
             out.append(np.asarray(mu))
@@ -211,11 +212,17 @@ def write_code_prior(codec, weights_dir: str | os.PathLike, data_dir: str | os.P
 
 def fit_periodic_prior(weights_dir: str | os.PathLike, data_dir: str | os.PathLike, n_maps: int = 8192,
                        seed: int = 0) -> dict:
-    """Per-bin Gaussians over the periodic VAE's codes of ``n_maps`` training maps -> WEIGHTS/vae_prior.npz;
-    returns its description."""
+    """Per-bin Gaussians over the periodic codes of ``n_maps`` training crystals -> WEIGHTS/vae_prior.npz (whole
+    codes [z_map, z_read] when a readout is beside the VAE, else the VAE's alone); returns its description."""
     from icsg.pretrained import load_vae, sha256
 
-    vae, meta = load_vae(weights_dir)
+    if (Path(weights_dir) / "readout.json").exists():
+        from icsg.generation.periodic_codec import PeriodicCodec
+
+        vae = PeriodicCodec(weights_dir)
+        meta = vae.vae_meta
+    else:
+        vae, meta = load_vae(weights_dir)
     codes = posterior_means(vae, meta, data_dir, n_maps, seed)
     prior = fit_latent_prior(codes.mu, codes.bins, int(meta["condition"]["n_bins"]), source=str(data_dir))
     out = Path(weights_dir) / PRIOR_FILE

@@ -1,11 +1,12 @@
-"""Random crystals of any lattice from a folder of periodic models (UNet and VAE trained on a dataset made by
-``icsg prepare --encoding periodic``).
+"""Random crystals of any lattice from a folder of periodic models (VAE, UNet and readout trained on a dataset
+made by ``icsg prepare --encoding periodic``).
 
-Codes come from one Gaussian per property bin fitted to the posterior means of the training maps
-(``vae_prior.npz`` beside the models, written by ``icsg fit-latent-prior``, ``fit_periodic_prior``); each is decoded into [M, C], the
-UNet labels the density, and the periodic reading (``icsg.representation.periodic_decode``) gives the lattice
-(from the coordinate channels) and the atoms. This generator has no readout heads and no guidance yet: what
-the map says is what comes out.
+Codes come from one Gaussian per property bin fitted to the posterior means of the training crystals
+(``vae_prior.npz`` beside the models, written by ``icsg fit-latent-prior``, ``fit_periodic_prior``). With a readout in
+the folder a code is [z_map, z_read] and the codec's fast reading gives the crystal (``icsg.generation.periodic_codec``:
+composition, cell and positions from z_read). Without one, the code is decoded into [M, C], the UNet labels the
+density, and the periodic reading (``icsg.representation.periodic_decode``) gives the lattice (from the coordinate
+channels) and the atoms. No guidance yet: what the code says is what comes out.
 """
 
 from __future__ import annotations
@@ -41,14 +42,26 @@ def generate_periodic(weights_dir: str | os.PathLike, n: int, condition: int, se
     path = Path(weights_dir) / PRIOR_FILE
     if not path.exists():
         raise WeightsError(f"{path}: missing (run 'icsg fit-latent-prior DATA --weights {weights_dir}')")
-    vae, meta = load_vae(weights_dir)
-    unet, umeta = load_unet(weights_dir)
-    grid = PeriodicGrid.from_dict(meta["grid"])
+    codec = None
+    if (Path(weights_dir) / "readout.json").exists():
+        from icsg.generation.periodic_codec import PeriodicCodec
+
+        codec = PeriodicCodec(weights_dir, batch_size=batch_size)
+        vae, meta = codec.vae, codec.vae_meta
+    else:
+        vae, meta = load_vae(weights_dir)
     n_bins = int(meta["condition"]["n_bins"])
     if not 0 <= condition < n_bins:
         raise ValueError(f"--condition must be a property bin 0..{n_bins - 1}, got {condition}")
     z = load_latent_prior(path).sample(n, np.random.default_rng(seed), condition=condition)
     cond = np.eye(n_bins, dtype=np.float32)[np.full(n, condition)]
+    if codec is not None:
+        crystals = codec.decode(z)
+        return pd.DataFrame([{"structure": s, "formula": s.composition.reduced_formula if s is not None else "",
+                              "failure": "" if s is not None else "no atoms or no cell in the code", "z": code,
+                              "condition": condition} for s, code in zip(crystals, z)])
+    unet, umeta = load_unet(weights_dir)
+    grid = PeriodicGrid.from_dict(meta["grid"])
     jobs = []
     for i in range(0, n, batch_size):
         maps = np.asarray(vae.decoder.predict([z[i:i + batch_size], cond[i:i + batch_size]], verbose=0))

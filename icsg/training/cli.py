@@ -85,6 +85,7 @@ def _add_train_readout(sub) -> None:
                                    "density. Seconds per epoch on a CPU (no maps).")
     _add_common(p)
     p.add_argument("--latent", type=int, default=32, help="size of the readout code (default 32)")
+    p.add_argument("--hidden", type=int, default=256, help="width of the dense layers (default 256)")
     p.add_argument("--beta", type=float, default=1e-3, help="KL weight (default 1e-3)")
     p.add_argument("--cell-weight", type=float, default=30.0, help="weight of the standardised cell MSE (default 30)")
     p.add_argument("--position-weight", type=float, default=100.0,

@@ -106,6 +106,10 @@ def train_readout(data_dir, out_dir, readout_cfg: dict | None = None, cfg: Train
     stats = {"abc_mean_A": float(train.arrays["abc_A"].mean()), "abc_std_A": float(train.arrays["abc_A"].std() + 1e-6),
              "property_mean": float(prop.mean()) if prop.size else 0.0,
              "property_std": float(prop.std() + 1e-6) if prop.size else 1.0}
+    if train.periodic:  # any lattice (many elements): the cell's angles are read too, the counts seen directly
+        ang = train.arrays["angles_deg"]
+        stats.update(angles=True, angle_mean_deg=float(ang.mean()), angle_std_deg=float(ang.std() + 1e-6),
+                     count_features=True, slot_matching=True, ordinal_counts=True)
     rcfg = ReadoutConfig(elements_Z=tuple(man["elements_Z"]), max_count=int(max(train.counts.max(), 1)),
                          max_sites=int(train.arrays["site_Z"].shape[1]), **stats, **(readout_cfg or {}))
     meta = {"kind": "readout", "config": rcfg.to_dict(), "grid": man["grid"], "condition": man["condition"],
@@ -158,7 +162,7 @@ def run_train_vae(a) -> int:
 
 
 def run_train_readout(a) -> int:
-    rcfg = {"latent_dim": a.latent, "beta": a.beta, "cell_weight": a.cell_weight, "position_weight": a.position_weight,
+    rcfg = {"latent_dim": a.latent, "hidden": a.hidden, "beta": a.beta, "cell_weight": a.cell_weight, "position_weight": a.position_weight,
             "slot_weight": a.slot_weight}
     state = train_readout(a.data, a.out, rcfg, _train_cfg(a, 1e-3), resume=a.resume, limit=a.limit,
                           verbose=0 if a.quiet else 2, init_weights=a.init_weights,

@@ -1,0 +1,91 @@
+"""Codes of crystals of any lattice and their fast reading: z = [z_map, z_read], as for the cubic models.
+
+z_map is the periodic Cond-DFC-VAE's latent (the map over the unit cell in fractional coordinates); z_read is the
+readout encoder's (``icsg.models.readout`` with six cell numbers), read by its heads into the element counts, the
+cell (lengths Å, angles °) and, through the slot head, each element's fractional positions. The reading is one
+pass of small dense heads, no search: the composition and the positions of a general crystal are what the
+decoded map leaves most ambiguous (86 elements; sites a UNet labels from a blurred periodic map), and what the
+code carries exactly. The reading uses z_read alone: on 200 held-out crystals, moving the slots onto the
+decoded map's density maxima (within 0.7 or 1.2 Å), applying the position head to them, or trying the next most
+probable compositions and keeping the one the encoder maps closest to z_read each matched fewer or no more
+crystals. z_map stays in the code, so a code's density map can still be decoded (``vae.decoder``).
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+from pymatgen.core import Element, Lattice, Structure
+
+from icsg.models.readout import read_heads, site_arrays
+from icsg.pretrained import WEIGHTS_DIR, load_readout, load_vae
+from icsg.representation.periodic import PeriodicGrid, encode_periodic
+from icsg.representation.sites import canonical_sites
+from icsg.segmentation.assign import element_slots
+
+
+def cell_rows(structures) -> np.ndarray:
+    """(B, 6) lengths Å and angles ° of each crystal's cell, the readout encoder's cell input."""
+    return np.array([list(s.lattice.abc) + list(s.lattice.angles) for s in structures], np.float32)
+
+
+class PeriodicCodec:
+    """Periodic VAE + readout of a weights folder (``vae.*``, ``readout.*``) or two run folders."""
+
+    def __init__(self, vae_location: str | os.PathLike = WEIGHTS_DIR, readout_location: str | os.PathLike | None = None,
+                 batch_size: int = 16):
+        self.vae, self.vae_meta = load_vae(vae_location)
+        self.readout, self.readout_meta = load_readout(readout_location or vae_location)
+        self.cfg = self.readout.cfg
+        if not self.vae_meta.get("config", {}).get("periodic") or not self.cfg.angles:
+            raise ValueError(f"{vae_location}: the periodic codec needs a periodic VAE and a six-number-cell readout")
+        self.grid = PeriodicGrid.from_dict(self.vae_meta["grid"])
+        self.condition = self.vae_meta["condition"]
+        self.map_dim = int(self.vae_meta["config"]["latent_dim"])
+        self.batch_size = batch_size
+
+    def encode(self, structures: list[Structure], cond: np.ndarray, items: list | None = None) -> np.ndarray:
+        """(B, map_dim + read_dim) posterior means of the crystals (canonical cells, ``encode_periodic``)."""
+        enc = [encode_periodic(s, self.grid, item=(items[i] if items else "")) for i, s in enumerate(structures)]
+        x = np.stack([np.concatenate([e.density[..., None], e.coords], -1) for e in enc]).astype(np.float32)
+        z_map = np.asarray(self.vae.encoder.predict([x, cond], batch_size=self.batch_size, verbose=0)[0])
+        return np.concatenate([z_map, self.read_codes([e.structure for e in enc])], 1)
+
+    def encode_maps(self, x: np.ndarray, cond: np.ndarray, site_Z: np.ndarray, site_frac: np.ndarray,
+                    abc_A: np.ndarray, angles_deg: np.ndarray) -> np.ndarray:
+        """Whole codes of prepared arrays: maps [M, C] (B, n, n, n, 4) and the same crystals' site lists and cells."""
+        z_map = np.asarray(self.vae.encoder.predict([x, cond], batch_size=self.batch_size, verbose=0)[0])
+        zs, fr = canonical_sites(np.asarray(site_Z, np.int32), np.asarray(site_frac, np.float32))
+        cell = np.concatenate([abc_A, angles_deg], 1).astype(np.float32)
+        mu, _ = self.readout.encoder.predict([zs[:, :self.cfg.max_sites], fr[:, :self.cfg.max_sites], cell],
+                                             batch_size=256, verbose=0)
+        return np.concatenate([z_map, np.asarray(mu)], 1)
+
+    def read_codes(self, structures: list[Structure]) -> np.ndarray:
+        """(B, read_dim) readout posterior means of the crystals as given."""
+        zs, fr = site_arrays(structures, self.cfg.max_sites)
+        mu, _ = self.readout.encoder.predict([zs, fr, cell_rows(structures)], batch_size=256, verbose=0)
+        return np.asarray(mu)
+
+    def decode(self, z: np.ndarray) -> list[Structure | None]:
+        """Codes (B, map_dim + read_dim) -> crystals (None where the heads give no atom or an impossible cell)."""
+        z = np.asarray(z, np.float32)
+        z_read = z[:, self.map_dim:]
+        counts, _, cell, _ = read_heads(self.readout.heads.predict(z_read, batch_size=1024, verbose=0), self.cfg)
+        site_Z = np.zeros((len(z), self.cfg.max_sites), np.int32)
+        for i, c in enumerate(counts):
+            zi = element_slots(c, self.cfg.elements_Z)[:self.cfg.max_sites]
+            site_Z[i, :len(zi)] = zi
+        frac = np.asarray(self.readout.slots.predict([z_read, site_Z], batch_size=1024, verbose=0), np.float64)
+        out = []
+        for i in range(len(z)):
+            n = int((site_Z[i] > 0).sum())
+            try:
+                lattice = Lattice.from_parameters(*cell[i])
+                if n == 0 or not lattice.volume > 0:
+                    raise ValueError("no atoms or no volume")
+                out.append(Structure(lattice, [Element.from_Z(int(k)) for k in site_Z[i, :n]], np.mod(frac[i, :n], 1)))
+            except ValueError:
+                out.append(None)
+        return out

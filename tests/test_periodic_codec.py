@@ -1,0 +1,118 @@
+"""Codes of any lattice: the six-number-cell readout, its slot matching loss and count head, and the commands
+from a periodic dataset to reconstruction and generation."""
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from pymatgen.core import Lattice, Structure
+
+from icsg.cli import main
+
+
+def test_slot_matching_ignores_the_order_of_an_element_s_sites_but_not_the_element():
+    from keras import ops
+
+    from icsg.models.readout import _chamfer
+
+    frac = np.array([[[0.0, 0, 0], [0.5, 0.5, 0.5], [0.25, 0, 0], [0.75, 0, 0]]], np.float32)
+    site_Z = np.array([[8, 8, 22, 0]], np.int32)
+    abc = np.array([[4.0, 5.0, 6.0]], np.float32)
+    swapped = frac[:, [1, 0, 2, 3]]
+    assert float(ops.convert_to_numpy(_chamfer(swapped, frac, site_Z, abc))) < 1e-10
+    wrapped = frac.copy()
+    wrapped[0, 0, 0] = 0.999  # 0.004 Å across the cell boundary
+    assert float(ops.convert_to_numpy(_chamfer(wrapped, frac, site_Z, abc))) < 1e-4
+    moved = frac.copy()
+    moved[0, 2] = [0.5, 0.5, 0.5]  # Ti put on an O site: far from every Ti
+    assert float(ops.convert_to_numpy(_chamfer(moved, frac, site_Z, abc))) > 1.0
+    stacked = frac.copy()
+    stacked[0, 1] = stacked[0, 0]  # both O slots on one O site: each slot is on a site, one site has none
+    both = float(ops.convert_to_numpy(_chamfer(stacked, frac, site_Z, abc)))
+    assert both > 1.0 / 3  # the separation term (1 Å)² over 3 sites, beside the uncovered site
+
+
+def test_a_six_number_cell_readout_learns_compositions_and_oblique_cells():
+    import keras
+
+    from icsg.models.readout import ReadoutConfig, build_readout, read_heads
+
+    keras.utils.set_random_seed(0)
+    rc = ReadoutConfig(elements_Z=(8, 30, 40), max_count=4, max_sites=6, latent_dim=4, hidden=64, abc_mean_A=5.0,
+                       abc_std_A=1.0, angles=True, angle_mean_deg=95.0, angle_std_deg=15.0, count_features=True,
+                       slot_matching=True)
+    model = build_readout(rc)
+    model.compile(optimizer=keras.optimizers.Adam(3e-3))
+    zs = np.array([[30, 30, 8, 8, 0, 0], [40, 40, 8, 8, 8, 8]], np.int32)
+    fr = np.random.default_rng(0).random((2, 6, 3)).astype(np.float32)
+    abc = np.array([[3.25, 3.25, 5.21], [5.1, 4.3, 6.7]], np.float32)
+    ang = np.array([[90, 90, 120], [90, 103, 90]], np.float32)
+    y = {"counts": np.array([[2, 2, 0], [4, 0, 2]], np.int32), "abc_A": abc, "angles_deg": ang,
+         "property": np.array([1.0, np.nan], np.float32)}
+    cell = np.concatenate([abc, ang], 1)
+    model.fit((zs, fr, cell), y, epochs=300, batch_size=2, verbose=0)
+    mu, _ = model.encoder.predict([zs, fr, cell], verbose=0)
+    counts, _, read, _ = read_heads(model.heads.predict(mu, verbose=0), rc)
+    assert counts.tolist() == y["counts"].tolist()
+    assert np.abs(read[:, :3] - abc).max() < 0.1 and np.abs(read[:, 3:] - ang).max() < 1.0
+
+
+def test_ordinal_count_logits_peak_at_the_mean():
+    from keras import ops
+
+    from icsg.models.readout import _discrete_gaussian
+
+    logits = np.asarray(ops.convert_to_numpy(_discrete_gaussian(np.array([[2.2, 0.1]], np.float32),
+                                                                np.array([[-1.0, -1.0]], np.float32), 5)))
+    assert logits.shape == (1, 2, 5) and logits[0].argmax(-1).tolist() == [2, 0]
+
+
+def _oblique_csv(tmp_path, n=40):
+    rows = []
+    for i in range(n):
+        if i % 2:
+            s = Structure(Lattice.hexagonal(3.25 + 0.01 * i, 5.21), ["Zn", "Zn", "O", "O"],
+                          [[1 / 3, 2 / 3, 0.0], [2 / 3, 1 / 3, 0.5], [1 / 3, 2 / 3, 0.382], [2 / 3, 1 / 3, 0.882]])
+        else:
+            s = Structure(Lattice.monoclinic(5.1, 4.3 + 0.01 * i, 6.7, 103.0), ["Zr", "O", "O"],
+                          [[0.276, 0.040, 0.209], [0.070, 0.332, 0.345], [0.450, 0.757, 0.479]])
+        rows.append({"material_id": f"x{i}", "cif": s.to(fmt="cif"), "e": -1.0 - 0.02 * i})
+    path = tmp_path / "oblique.csv"
+    pd.DataFrame(rows).to_csv(path, index=False)
+    return path
+
+
+def test_periodic_commands_read_codes_back_and_generate(tmp_path):
+    """prepare --encoding periodic -> train-vae, train-readout -> ship-weights -> fit-latent-prior -> reconstruct and
+    generate read the code (one epoch each: the numbers are not the point, the path is)."""
+    csv, ds, w = _oblique_csv(tmp_path), tmp_path / "ds", tmp_path / "w"
+    quick = ["--epochs", "1", "--steps-per-epoch", "2", "--batch", "2", "--val-limit", "2", "--quiet"]
+    assert main(["prepare", str(csv), "--out", str(ds), "--property", "e", "--val-fraction", "0.3", "--encoding",
+                 "periodic", "--grid-size", "16", "--workers", "1"]) == 0
+    assert main(["train-vae", str(ds), "--out", str(tmp_path / "vae"), "--latent", "8", "--filters", "4,8"] + quick) == 0
+    assert main(["train-readout", str(ds), "--out", str(tmp_path / "readout"), "--latent", "4", "--hidden", "32"]
+                + quick) == 0
+    readout = json.loads((tmp_path / "readout" / "model.json").read_text())["config"]
+    assert readout["angles"] and readout["count_features"] and readout["slot_matching"] and readout["ordinal_counts"]
+    for name in ("vae", "readout"):
+        assert main(["ship-weights", str(tmp_path / name), "--name", name, "--to", str(w)]) == 0
+    assert main(["fit-latent-prior", str(ds), "--weights", str(w), "--maps", "100"]) == 0
+    out = tmp_path / "rec.json"
+    assert main(["reconstruct", str(csv), "--weights", str(w), "--limit", "6", "--json", str(out)]) == 0
+    rec = json.loads(out.read_text())
+    assert rec["n"] == 6 and 0.0 <= rec["match_rate"] <= 1.0
+    gen = tmp_path / "gen"
+    assert main(["generate", "--weights", str(w), "--n", "4", "--condition", "2", "--out", str(gen)]) == 0
+    summary = json.loads((gen / "summary.json").read_text())
+    assert summary["n_requested"] == 4 and summary["read"] + len(summary["failures"]) == 4
+
+
+def test_a_cubic_readout_refuses_to_read_codes_of_any_lattice():
+    from icsg.pretrained import WEIGHTS_DIR
+
+    if not (WEIGHTS_DIR / "readout.json").exists():
+        pytest.skip("shipped weights not found")
+    from icsg.generation.periodic_codec import PeriodicCodec
+
+    with pytest.raises(ValueError, match="periodic VAE"):
+        PeriodicCodec(WEIGHTS_DIR)
