@@ -245,6 +245,7 @@ def build_slot_head(cfg: ReadoutConfig) -> keras.Model:
 
 
 SLOT_SEPARATION_A = 1.0
+SLOT_SEPARATION_WEIGHT = 4.0
 
 
 def _pair_d2(a, b, abc_A):
@@ -256,9 +257,9 @@ def _pair_d2(a, b, abc_A):
 
 def _chamfer(slots, frac, site_Z, abc_A):
     """Mean over occupied sites of the squared distance (Å²) from each slot to the nearest true site of its element
-    and from each true site to the nearest slot of its element, plus (SLOT_SEPARATION_A - d)² for every two slots
-    of one element closer than SLOT_SEPARATION_A: without it two slots settle on one site (65 % of held-out
-    readings had two atoms within 0.5 Å), and the pairing is one to one only with it."""
+    and from each true site to the nearest slot of its element, plus SLOT_SEPARATION_WEIGHT × (SLOT_SEPARATION_A
+    - d)² for every two slots of one element closer than SLOT_SEPARATION_A: without it two slots settle on one site
+    (65 % of held-out readings had two atoms within 0.5 Å), and the pairing is one to one only with it."""
     same = ops.logical_and(ops.equal(ops.expand_dims(site_Z, 2), ops.expand_dims(site_Z, 1)),
                            ops.greater(ops.expand_dims(site_Z, 2), 0))
     d2 = ops.where(same, _pair_d2(slots, frac, abc_A), 1e6)
@@ -267,7 +268,7 @@ def _chamfer(slots, frac, site_Z, abc_A):
     chamfer = (ops.sum(ops.min(d2, 2) * occupied) + ops.sum(ops.min(d2, 1) * occupied)) / (2 * n)
     others = ops.logical_and(same, ops.logical_not(ops.cast(ops.eye(ops.shape(site_Z)[1]), "bool")))
     gap = ops.relu(SLOT_SEPARATION_A - ops.sqrt(_pair_d2(slots, slots, abc_A) + 1e-12))
-    return chamfer + ops.sum(ops.where(others, ops.square(gap), 0.0)) / n
+    return chamfer + SLOT_SEPARATION_WEIGHT * ops.sum(ops.where(others, ops.square(gap), 0.0)) / n
 
 
 @keras.saving.register_keras_serializable(package="icsg")
