@@ -23,23 +23,27 @@ wait
 # 3. the readout (z_read: element counts, cell lengths and angles, slot positions) on the same crystals' site lists:
 #    a first run stopped by hand at epoch 28, then every part continued from its best epoch with the slot loss that
 #    keeps two slots of one element apart (icsg/models/readout.py, _chamfer; its separation term was weighted 1
-#    for this run, 4 since)
+#    for this run)
 icsg train-readout runs/data/mp_periodic --out runs/readout_mp_c --epochs 300 --steps-per-epoch 0 --batch 64 \
     --patience 30 --lr 2e-3 --latent 128 --hidden 512 --slot-weight 10 --position-weight 10 --cell-weight 10 --beta 0.03
 icsg train-readout runs/data/mp_periodic --out runs/readout_mp_d --epochs 300 --steps-per-epoch 0 --batch 64 \
     --patience 20 --lr 1e-3 --latent 128 --hidden 512 --slot-weight 10 --position-weight 10 --cell-weight 10 --beta 0.03 \
     --init-weights runs/readout_mp_c/best.weights.h5
 icsg ship-weights runs/readout_mp_d --name readout --to weights/mp
-#    then the slot head alone (frozen encoder and heads: the codes and the prior do not change) with the separation
-#    term weighted 4 (SLOT_SEPARATION_WEIGHT)
+#    then the slot head alone (frozen encoder and heads: the codes and the prior do not change), twice: with the
+#    separation term weighted 4, shipped, then 10 (SLOT_SEPARATION_WEIGHT now) at a lower learning rate
 icsg train-readout runs/data/mp_periodic --out runs/readout_mp_e --epochs 40 --steps-per-epoch 0 --batch 64 \
     --patience 10 --lr 1e-3 --latent 128 --hidden 512 --slot-weight 10 --position-weight 10 --cell-weight 10 --beta 0.03 \
+    --init-weights weights/mp/readout.weights.h5 --train-only slots
+icsg ship-weights runs/readout_mp_e --name readout --to weights/mp
+icsg train-readout runs/data/mp_periodic --out runs/readout_mp_f --epochs 25 --steps-per-epoch 0 --batch 64 \
+    --patience 6 --lr 5e-4 --latent 128 --hidden 512 --slot-weight 10 --position-weight 10 --cell-weight 10 --beta 0.03 \
     --init-weights weights/mp/readout.weights.h5 --train-only slots
 
 # 4. ship into weights/mp, fit the prior over whole codes [z_map, z_read], measure, write the model card
 icsg ship-weights runs/vae_mp --name vae --to weights/mp --recalibrate runs/data/mp_periodic
 icsg ship-weights runs/unet_mp --name unet --to weights/mp --recalibrate runs/data/mp_periodic
-icsg ship-weights runs/readout_mp_e --name readout --to weights/mp
+icsg ship-weights runs/readout_mp_f --name readout --to weights/mp
 icsg fit-latent-prior runs/data/mp_periodic --weights weights/mp
 python benchmarks/reconstruction_periodic.py --data runs/data/mp_periodic --vae weights/mp
 python benchmarks/model_card.py

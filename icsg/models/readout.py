@@ -245,7 +245,7 @@ def build_slot_head(cfg: ReadoutConfig) -> keras.Model:
 
 
 SLOT_SEPARATION_A = 1.0
-SLOT_SEPARATION_WEIGHT = 4.0
+SLOT_SEPARATION_WEIGHT = 10.0
 
 
 def _pair_d2(a, b, abc_A):
