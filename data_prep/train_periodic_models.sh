@@ -22,8 +22,9 @@ wait
 
 # 3. the readout (z_read: element counts, cell lengths and angles, slot positions) on the same crystals' site lists:
 #    a first run stopped by hand at epoch 28, then every part continued from its best epoch with the slot loss that
-#    keeps two slots of one element apart (icsg/models/readout.py, _chamfer; its separation term was weighted 1
-#    for this run)
+#    keeps two slots of one element apart (icsg/models/readout.py, _chamfer). The shipped files' runs had no
+#    separation term (run c), then weight 1 (run d), 4 (run e), 10 (run f); SLOT_SEPARATION_WEIGHT is 10 now, so
+#    re-running these lines follows the recipe with the last weight throughout
 icsg train-readout runs/data/mp_periodic --out runs/readout_mp_c --epochs 300 --steps-per-epoch 0 --batch 64 \
     --patience 30 --lr 2e-3 --latent 128 --hidden 512 --slot-weight 10 --position-weight 10 --cell-weight 10 --beta 0.03
 icsg train-readout runs/data/mp_periodic --out runs/readout_mp_d --epochs 300 --steps-per-epoch 0 --batch 64 \

@@ -100,14 +100,14 @@ def _report(res: dict, a) -> int:
 
 
 def cmd_reconstruct(a) -> int:
-    from icsg.pretrained import WEIGHTS_DIR, is_periodic
+    from icsg.pretrained import WEIGHTS_DIR, has_readout, is_periodic
 
     recs = _records(a.sources, a.limit)
     weights = Path(a.weights or WEIGHTS_DIR)
     if is_periodic(weights):
         from icsg.evaluation.reconstruct_periodic import reconstruct_codes_periodic, reconstruct_periodic
 
-        if (weights / "readout.json").exists():  # the code reading; without a readout, the map's
+        if has_readout(weights):  # the code reading; without a readout, the map's
             from icsg.generation.periodic_codec import PeriodicCodec
 
             return _report(reconstruct_codes_periodic(recs, PeriodicCodec(weights)), a)

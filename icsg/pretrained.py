@@ -92,6 +92,11 @@ def is_periodic(location: str | os.PathLike) -> bool:
     return path.exists() and bool(json.loads(path.read_text()).get("config", {}).get("periodic"))
 
 
+def has_readout(location: str | os.PathLike) -> bool:
+    """Whether a weights folder holds a readout (``readout.json``): periodic folders then read codes, not maps."""
+    return (Path(location) / "readout.json").exists()
+
+
 def load_unet(location: str | os.PathLike = WEIGHTS_DIR):
     """(keras UNet, meta). ``meta['elements_Z']`` maps class k to Z = elements_Z[k-1]."""
     from icsg.models.unet import UNetConfig, build_unet

@@ -84,9 +84,14 @@ def reconstruct_codes_periodic(records: list[Record], codec, batch_size: int = 6
                 failures.append({"id": r.id, "reason": "decode_failed", "detail": "no atoms or no cell in the code"})
             else:
                 pairs.append(compare(ref, pred))
-    out = summarise(pairs, failures, len(records))
+    return _summary(pairs, failures, len(records), t0)
+
+
+def _summary(pairs: list, failures: list[dict], n: int, t0: float) -> dict:
+    """``summarise``'s keys with wall seconds, crystals_per_s and peak memory since ``t0``."""
+    out = summarise(pairs, failures, n)
     out["seconds"] = time.perf_counter() - t0
-    out["crystals_per_s"] = len(records) / out["seconds"]
+    out["crystals_per_s"] = n / out["seconds"]
     out["peak_rss_GB"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
     return out
 
@@ -127,8 +132,4 @@ def reconstruct_periodic(records: list[Record], vae_location: str | Path, unet_l
             failures.append({"id": rid, "reason": err.reason, "detail": err.detail})
         else:
             pairs.append(m)
-    out = summarise(pairs, failures, len(records))
-    out["seconds"] = time.perf_counter() - t0
-    out["crystals_per_s"] = len(records) / out["seconds"]
-    out["peak_rss_GB"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
-    return out
+    return _summary(pairs, failures, len(records), t0)

@@ -214,9 +214,9 @@ def fit_periodic_prior(weights_dir: str | os.PathLike, data_dir: str | os.PathLi
                        seed: int = 0) -> dict:
     """Per-bin Gaussians over the periodic codes of ``n_maps`` training crystals -> WEIGHTS/vae_prior.npz (whole
     codes [z_map, z_read] when a readout is beside the VAE, else the VAE's alone); returns its description."""
-    from icsg.pretrained import load_vae, sha256
+    from icsg.pretrained import has_readout, load_vae, sha256
 
-    if (Path(weights_dir) / "readout.json").exists():
+    if has_readout(weights_dir):
         from icsg.generation.periodic_codec import PeriodicCodec
 
         vae = PeriodicCodec(weights_dir)

@@ -21,7 +21,7 @@ import pandas as pd
 from icsg.errors import WeightsError
 from icsg.generation.latent_prior import PRIOR_FILE, load_latent_prior
 from icsg.parallel import pmap
-from icsg.pretrained import load_unet, load_vae
+from icsg.pretrained import has_readout, load_unet, load_vae
 from icsg.representation.periodic import PeriodicGrid
 from icsg.representation.periodic_decode import decode_periodic
 from icsg.segmentation.unet_inference import segment_maps
@@ -43,7 +43,7 @@ def generate_periodic(weights_dir: str | os.PathLike, n: int, condition: int, se
     if not path.exists():
         raise WeightsError(f"{path}: missing (run 'icsg fit-latent-prior DATA --weights {weights_dir}')")
     codec = None
-    if (Path(weights_dir) / "readout.json").exists():
+    if has_readout(weights_dir):
         from icsg.generation.periodic_codec import PeriodicCodec
 
         codec = PeriodicCodec(weights_dir, batch_size=batch_size)

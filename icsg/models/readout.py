@@ -11,7 +11,7 @@ parts,
 z_map (the Cond-DFC-VAE's latent, ``icsg.models.vae``) is decoded into the map that gives the site
 positions; z_read (this model, ``latent_dim`` numbers) is read by small heads into
 
-    composition  element counts, a softmax over 0..max_count per element of ``elements_Z`` (B, E, K)
+    composition  element counts, logits over 0..max_count per element of ``elements_Z``       (B, E, K)
     cell         lengths (a, b, c) in Å, then for any lattice the angles (α, β, γ) in °  (B, 3 or 6)
     property     the conditioning property (e.g. heat_ref, eV) when the data has it       (B, 1)
     positions    for a site of element Z the map places near fractional x, where the code puts it:
@@ -71,7 +71,9 @@ class ReadoutConfig:
             elements (86 in Materials Project sets) the pooled features alone carried no exact composition
             after 300 steps.
         ordinal_counts: each element's count logits are a discretised Gaussian, -(k - μ_e)² / 2σ_e² - log σ_e over
-            k = 0..max_count, with μ_e and log σ_e read linearly from the head's features, instead of a free softmax
+            k = 0..max_count, μ_e read linearly from the head's features plus a linear path from z_read (started as
+            the transpose of the encoder's count path, so counts are read back exactly at first), log σ_e from
+            the features, instead of a free softmax
             per element: a count is then a regression that every crystal informs, and the rare elements (86 in
             Materials Project sets) are read after a few epochs instead of staying at the marginal counts.
         slot_matching: the slot loss pairs each slot with the nearest site of its element and each site with the
@@ -164,7 +166,8 @@ def build_readout_encoder(cfg: ReadoutConfig) -> keras.Model:
     x = layers.Dense(cfg.hidden, activation="relu", name="r_dense")(x)
     mu = layers.Dense(cfg.latent_dim, name="r_mu")(x)
     if cfg.count_features:  # and a linear path from the counts into the code
-        mu = layers.Add(name="r_mu_counts")([mu, layers.Dense(cfg.latent_dim, use_bias=False, name="r_counts_mu")(counts)])
+        linear = layers.Dense(cfg.latent_dim, use_bias=False, name="r_counts_mu")(counts)
+        mu = layers.Add(name="r_mu_counts")([mu, linear])
     # σ starts small (e^-3): with σ ≈ 1 the samples hide μ and the composition heads sit on the marginal counts
     # for hundreds of steps before any code is read.
     logvar = layers.Dense(cfg.latent_dim, bias_initializer=keras.initializers.Constant(-6.0), name="r_logvar")(x)
@@ -355,7 +358,8 @@ class Readout(keras.Model):
 
 def build_readout(cfg: ReadoutConfig) -> Readout:
     model = Readout(cfg.to_dict(), name="readout")
-    model([ops.zeros((1, cfg.max_sites), dtype="int32"), ops.zeros((1, cfg.max_sites, 3)), ops.ones((1, cfg.cell_dims))])
+    model([ops.zeros((1, cfg.max_sites), dtype="int32"), ops.zeros((1, cfg.max_sites, 3)),
+           ops.ones((1, cfg.cell_dims))])
     if cfg.count_features and cfg.ordinal_counts:  # start with the counts read back through the code exactly
         enc = model.encoder.get_layer("r_counts_mu")
         enc.kernel.assign(keras.initializers.Orthogonal(seed=0)((cfg.n_elements, cfg.latent_dim)))

@@ -162,8 +162,8 @@ def run_train_vae(a) -> int:
 
 
 def run_train_readout(a) -> int:
-    rcfg = {"latent_dim": a.latent, "hidden": a.hidden, "beta": a.beta, "cell_weight": a.cell_weight, "position_weight": a.position_weight,
-            "slot_weight": a.slot_weight}
+    rcfg = {"latent_dim": a.latent, "hidden": a.hidden, "beta": a.beta, "cell_weight": a.cell_weight,
+            "position_weight": a.position_weight, "slot_weight": a.slot_weight}
     state = train_readout(a.data, a.out, rcfg, _train_cfg(a, 1e-3), resume=a.resume, limit=a.limit,
                           verbose=0 if a.quiet else 2, init_weights=a.init_weights,
                           resume_lr=a.lr if a.resume else None,
