@@ -265,7 +265,16 @@ def _periodic(sha256) -> list[str]:
     if (d / "vae_prior.npz").exists():
         out.append(f"- `weights/mp/vae_prior.npz`: one Gaussian per formation-energy decile over the codes [z_map, z_read] "
                    f"of the training crystals (`icsg fit-latent-prior runs/data/mp_periodic --weights weights/mp`); "
-                   f"sha256 `{sha256(d / 'vae_prior.npz')}`")
+                   f"sha256 `{sha256(d / 'vae_prior.npz')}`; it also records the training crystals' anonymous formulas, "
+                   "which the guided reading of generated codes keeps to")
+    flow = _load(d / "flow_prior.json")
+    if flow:
+        out.append(f"- `weights/mp/flow_prior.pt` (default prior of `icsg generate --weights weights/mp`): conditional "
+                   f"flow matching over the z_read part of {flow.get('maps')} training codes (the periodic reading uses "
+                   f"z_read alone; z_map is completed as its mean given z_read under the decile's Gaussian), same "
+                   f"command with `--flow-steps {flow['config']['steps']}`; config `{json.dumps(flow['config'])}`, "
+                   f"final loss {flow.get('final_loss', 0):.3f}, {flow.get('train_seconds', 0) / 60:.1f} min; "
+                   f"sha256 `{sha256(d / 'flow_prior.pt')}`")
     return out + [""]
 
 

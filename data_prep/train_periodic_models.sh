@@ -41,10 +41,13 @@ icsg train-readout runs/data/mp_periodic --out runs/readout_mp_f --epochs 25 --s
     --patience 6 --lr 5e-4 --latent 128 --hidden 512 --slot-weight 10 --position-weight 10 --cell-weight 10 --beta 0.03 \
     --init-weights weights/mp/readout.weights.h5 --train-only slots
 
-# 4. ship into weights/mp, fit the prior over whole codes [z_map, z_read], measure, write the model card
+# 4. ship into weights/mp, fit the priors (per-decile Gaussians over whole codes [z_map, z_read], the flow over
+#    z_read), measure, write the model card
 icsg ship-weights runs/vae_mp --name vae --to weights/mp --recalibrate runs/data/mp_periodic
 icsg ship-weights runs/unet_mp --name unet --to weights/mp --recalibrate runs/data/mp_periodic
 icsg ship-weights runs/readout_mp_f --name readout --to weights/mp
-icsg fit-latent-prior runs/data/mp_periodic --weights weights/mp
+icsg fit-latent-prior runs/data/mp_periodic --weights weights/mp --flow-steps 12000
 python benchmarks/reconstruction_periodic.py --data runs/data/mp_periodic --vae weights/mp
+python benchmarks/generation_periodic.py --weights weights/mp --data runs/data/mp_periodic
+python benchmarks/generation_periodic.py --weights weights/mp --data runs/data/mp_periodic --unguided
 python benchmarks/model_card.py

@@ -13,7 +13,7 @@ from icsg.cli import main
 def test_slot_matching_ignores_the_order_of_an_element_s_sites_but_not_the_element():
     from keras import ops
 
-    from icsg.models.readout import _chamfer
+    from icsg.models.slots import chamfer_slot_loss as _chamfer
 
     frac = np.array([[[0.0, 0, 0], [0.5, 0.5, 0.5], [0.25, 0, 0], [0.75, 0, 0]]], np.float32)
     site_Z = np.array([[8, 8, 22, 0]], np.int32)
@@ -85,7 +85,7 @@ def _oblique_csv(tmp_path, n=40):
 def test_periodic_commands_read_codes_back_and_generate(tmp_path):
     """prepare --encoding periodic -> train-vae, train-readout -> ship-weights -> fit-latent-prior -> reconstruct and
     generate read the code (one epoch each: the numbers are not the point, the path is)."""
-    csv, ds, w = _oblique_csv(tmp_path), tmp_path / "ds", tmp_path / "w"
+    csv, ds, w = _oblique_csv(tmp_path, n=100), tmp_path / "ds", tmp_path / "w"  # the flow needs >= 64 codes
     quick = ["--epochs", "1", "--steps-per-epoch", "2", "--batch", "2", "--val-limit", "2", "--quiet"]
     assert main(["prepare", str(csv), "--out", str(ds), "--property", "e", "--val-fraction", "0.3", "--encoding",
                  "periodic", "--grid-size", "16", "--workers", "1"]) == 0
@@ -96,7 +96,8 @@ def test_periodic_commands_read_codes_back_and_generate(tmp_path):
     assert readout["angles"] and readout["count_features"] and readout["slot_matching"] and readout["ordinal_counts"]
     for name in ("vae", "readout"):
         assert main(["ship-weights", str(tmp_path / name), "--name", name, "--to", str(w)]) == 0
-    assert main(["fit-latent-prior", str(ds), "--weights", str(w), "--maps", "100"]) == 0
+    assert main(["fit-latent-prior", str(ds), "--weights", str(w), "--maps", "100", "--flow-steps", "20"]) == 0
+    assert json.loads((w / "flow_prior.json").read_text())["part"] == "z_read"
     out = tmp_path / "rec.json"
     assert main(["reconstruct", str(csv), "--weights", str(w), "--limit", "6", "--json", str(out)]) == 0
     rec = json.loads(out.read_text())
@@ -105,6 +106,7 @@ def test_periodic_commands_read_codes_back_and_generate(tmp_path):
     assert main(["generate", "--weights", str(w), "--n", "4", "--condition", "2", "--out", str(gen)]) == 0
     summary = json.loads((gen / "summary.json").read_text())
     assert summary["n_requested"] == 4 and summary["read"] + len(summary["failures"]) == 4
+    assert summary["prior"] == "flow"
 
 
 def test_a_cubic_readout_refuses_to_read_codes_of_any_lattice():
@@ -116,3 +118,38 @@ def test_a_cubic_readout_refuses_to_read_codes_of_any_lattice():
 
     with pytest.raises(ValueError, match="periodic VAE"):
         PeriodicCodec(WEIGHTS_DIR)
+
+
+def test_separate_atoms_moves_too_close_atoms_apart_and_leaves_the_rest():
+    from icsg.generation.periodic_codec import separate_atoms
+
+    lat = Lattice.from_parameters(4.0, 5.0, 6.0, 80, 95, 110)
+    frac = np.array([[0.1, 0.1, 0.1], [0.12, 0.1, 0.1], [0.5, 0.5, 0.5], [0.5, 0.5, 0.5], [0.99, 0.1, 0.1]])
+    moved = Structure(lat, ["O"] * 5, separate_atoms(frac, lat, 1.0))
+    d = moved.distance_matrix + np.eye(5) * 9
+    assert d.min() >= 0.999  # periodic images included (the last atom sits 0.44 Å from the first across the face)
+    apart = np.array([[0.0, 0.0, 0.0], [0.5, 0.5, 0.5]])
+    assert np.allclose(separate_atoms(apart, lat, 1.0), apart)
+
+
+def test_compositions_from_a_prior_prefer_charge_balance_among_the_likeliest():
+    from pymatgen.core import Composition
+
+    from icsg.generation.composition import balanced_or_alloy, counts_preferring_balanced
+
+    lp = np.full((1, 2, 9), -20.0)  # Li and O: Li3O5 (no charge balance) is likelier than Li2O
+    lp[0, 0, 3], lp[0, 0, 2] = -0.1, -1.0
+    lp[0, 1, 5], lp[0, 1, 1] = -0.1, -1.0
+    formulas, counts = np.array([[5, 3], [2, 1]]), np.array([10, 10])
+    assert counts_preferring_balanced(lp, formulas, counts, (3, 8), top=10).tolist() == [[2, 1]]
+    assert counts_preferring_balanced(lp, formulas, counts, (3, 8), top=1).tolist() == [[3, 5]]
+    assert balanced_or_alloy(Composition("Cu3Au")) and balanced_or_alloy(Composition("SrTiO3"))
+    assert not balanced_or_alloy(Composition("Li3O5")) and not balanced_or_alloy(Composition("CsBr7"))  # Br-1/7
+
+
+def test_a_gaussian_completes_a_code_from_its_tail_by_the_conditional_mean():
+    from icsg.generation.latent_prior import LatentPrior
+
+    chol = np.linalg.cholesky(np.array([[1.0, 0.5], [0.5, 1.0]]))[None]
+    prior = LatentPrior(mean=np.array([[1.0, 0.0]]), chol=chol, counts=np.array([10]), n_maps=10, source="t")
+    assert np.allclose(prior.complete(np.array([[2.0]]), 0), [[2.0, 2.0]])  # 1 + 0.5 / 1 · (2 - 0)

@@ -217,3 +217,40 @@ class CompositionPrior(NamedTuple):
         if self.ionic_formulas is None or not len(self.ionic_formulas):
             return None
         return commonest({str(f): int(n) for f, n in zip(self.ionic_formulas, self.ionic_counts)}, mass)
+
+
+def balanced_or_alloy(composition) -> bool:
+    """A composition pymatgen can give charge-balanced integer oxidation states (one per element), or one of metals
+    alone (an alloy or intermetallic, which needs none). pymatgen also offers averaged, mixed-valence states
+    (CsBr7 as Cs+1 Br-1/7), which balance almost anything and are not counted."""
+    if all(el.is_metal for el in composition.elements):
+        return True
+    return any(all(abs(q - round(q)) < 1e-6 for q in guess.values())
+               for guess in composition.oxi_state_guesses(max_sites=-50))
+
+
+def counts_preferring_balanced(log_probs: np.ndarray, formulas: np.ndarray, formula_counts: np.ndarray,
+                               elements_Z, top: int = 10) -> np.ndarray:
+    """(B, E) compositions of count log-probabilities (B, E, K) for codes drawn from a prior: of the ``top`` most
+    probable compositions whose anonymous formula the training crystals have (score as
+    ``counts_with_formula_prior``), the first that is charge-balanced or an alloy (``balanced_or_alloy``), else the
+    first. Codes between training codes read as mixtures of their neighbours' counts (Li3O5 between Li2O and
+    LiO2); 90 % of the held-out Materials Project crystals are charge-balanced by SMACT's test, argmax readings of
+    such codes 70 %."""
+    from pymatgen.core import Composition, Element
+
+    keep = np.asarray(formula_counts) > 0
+    formulas, log_prior = np.asarray(formulas)[keep], np.log(formula_counts[keep] / formula_counts[keep].sum())
+    out = []
+    for lp in log_probs:
+        cands = [(score + prior, counts) for f, prior in zip(formulas, log_prior)
+                 for counts, score in [composition_with_formula(lp, f)] if counts is not None]
+        cands.sort(key=lambda t: -t[0])
+        pick = cands[0][1] if cands else lp.argmax(-1)
+        for _, counts in cands[:top]:
+            comp = Composition({Element.from_Z(int(z)): int(n) for z, n in zip(elements_Z, counts) if n > 0})
+            if balanced_or_alloy(comp):
+                pick = counts
+                break
+        out.append(pick)
+    return np.stack(out) if out else np.zeros(log_probs.shape[:2], np.int64)

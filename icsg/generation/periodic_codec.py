@@ -18,6 +18,7 @@ import os
 import numpy as np
 from pymatgen.core import Element, Lattice, Structure
 
+from icsg.generation.composition import counts_preferring_balanced
 from icsg.models.readout import read_heads, site_arrays
 from icsg.pretrained import WEIGHTS_DIR, load_readout, load_vae
 from icsg.representation.periodic import PeriodicGrid, encode_periodic
@@ -28,6 +29,27 @@ from icsg.segmentation.assign import element_slots
 def cell_rows(structures) -> np.ndarray:
     """(B, 6) lengths Å and angles ° of each crystal's cell, the readout encoder's cell input."""
     return np.array([list(s.lattice.abc) + list(s.lattice.angles) for s in structures], np.float32)
+
+
+def separate_atoms(frac: np.ndarray, lattice: Lattice, min_A: float, iterations: int = 100) -> np.ndarray:
+    """Fractional positions (n, 3) moved apart until no two atoms (periodic images included) are closer than
+    ``min_A``: each too-close pair moves apart along its line by half the shortfall each, repeated. The slot head
+    places the slots of one crystal independently and, for codes between training crystals, sometimes two atoms
+    of different elements on one spot; no training crystal has two atoms closer than 0.97 Å."""
+    frac = np.array(frac, np.float64)
+    inv = np.linalg.inv(lattice.matrix)
+    for _ in range(iterations):
+        d = frac[:, None, :] - frac[None, :, :]
+        cart = (d - np.round(d)) @ lattice.matrix  # (n, n, 3) from j to i, nearest image along the cell axes
+        r = np.linalg.norm(cart, axis=-1) + np.eye(len(frac)) * 1e9
+        if r.min() >= min_A:
+            break
+        push = np.where(r < min_A, (min_A - r) / 2 / np.maximum(r, 1e-6), 0.0)[..., None] * cart
+        stuck = (r < 1e-6)[..., None]  # two atoms on one spot: apart along a
+        push = np.where(stuck, np.sign(np.arange(len(frac))[:, None, None] - np.arange(len(frac))[None, :, None])
+                        * lattice.matrix[0] / np.linalg.norm(lattice.matrix[0]) * min_A / 2, push)
+        frac = frac + push.sum(1) @ inv
+    return np.mod(frac, 1.0)
 
 
 class PeriodicCodec:
@@ -68,11 +90,24 @@ class PeriodicCodec:
         mu, _ = self.readout.encoder.predict([zs, fr, cell_rows(structures)], batch_size=256, verbose=0)
         return np.asarray(mu)
 
-    def decode(self, z: np.ndarray) -> list[Structure | None]:
-        """Codes (B, map_dim + read_dim) -> crystals (None where the heads give no atom or an impossible cell)."""
+    def decode(self, z: np.ndarray, formulas: tuple | None = None, min_distance_A: float | None = None
+               ) -> list[Structure | None]:
+        """Codes (B, map_dim + read_dim) -> crystals (None where the heads give an impossible cell). A code whose
+        element counts all read 0 (~5 % of codes from the flow prior, none of the training crystals') takes the
+        one-element change of its counts the count head finds most probable: a crystal has at least one atom.
+
+        For codes drawn from a prior: ``formulas`` (anonymous formulas (P, L), training crystals per formula (P,))
+        reads the composition by ``counts_preferring_balanced`` instead of each element's likeliest count;
+        ``min_distance_A`` pushes atoms closer than that apart (``separate_atoms``)."""
         z = np.asarray(z, np.float32)
         z_read = z[:, self.map_dim:]
-        counts, _, cell, _ = read_heads(self.readout.heads.predict(z_read, batch_size=1024, verbose=0), self.cfg)
+        counts, logp, cell, _ = read_heads(self.readout.heads.predict(z_read, batch_size=1024, verbose=0), self.cfg)
+        if formulas is not None:
+            counts = counts_preferring_balanced(logp, *formulas, self.cfg.elements_Z)
+        for i in np.flatnonzero(counts.sum(1) == 0):  # every count reads 0: the likeliest one-element change
+            gain = logp[i, :, 1:].max(-1) - logp[i, :, 0]
+            e = int(gain.argmax())
+            counts[i, e] = 1 + int(logp[i, e, 1:].argmax())
         site_Z = np.zeros((len(z), self.cfg.max_sites), np.int32)
         for i, c in enumerate(counts):
             zi = element_slots(c, self.cfg.elements_Z)[:self.cfg.max_sites]
@@ -85,7 +120,8 @@ class PeriodicCodec:
                 lattice = Lattice.from_parameters(*cell[i])
                 if n == 0 or not lattice.volume > 0:
                     raise ValueError("no atoms or no volume")
-                out.append(Structure(lattice, [Element.from_Z(int(k)) for k in site_Z[i, :n]], np.mod(frac[i, :n], 1)))
+                f = frac[i, :n] if min_distance_A is None else separate_atoms(frac[i, :n], lattice, min_distance_A)
+                out.append(Structure(lattice, [Element.from_Z(int(k)) for k in site_Z[i, :n]], np.mod(f, 1)))
             except ValueError:
                 out.append(None)
         return out
