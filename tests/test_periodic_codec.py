@@ -107,6 +107,9 @@ def test_periodic_commands_read_codes_back_and_generate(tmp_path):
     summary = json.loads((gen / "summary.json").read_text())
     assert summary["n_requested"] == 4 and summary["read"] + len(summary["failures"]) == 4
     assert summary["prior"] == "flow"
+    assert main(["generate", "--weights", str(w), "--n", "2", "--condition", "2", "--prior", "fitted", "--out",
+                 str(tmp_path / "gen_fitted")]) == 0
+    assert json.loads((tmp_path / "gen_fitted" / "summary.json").read_text())["prior"] == "fitted"
 
 
 def test_a_cubic_readout_refuses_to_read_codes_of_any_lattice():
