@@ -228,7 +228,7 @@ def fit_periodic_prior(weights_dir: str | os.PathLike, data_dir: str | os.PathLi
 
     With a readout, also the flow prior over z_read (``flow_steps``, 0 = none) -> WEIGHTS/flow_prior.*: the reading
     uses z_read alone, and the per-bin Gaussians over whole codes read back as crystals of 7 elements on average
-    where the training crystals have 2.4 (the flow: 2.3)."""
+    where the training crystals have 2.4 and the flow's samples 2.2."""
     from icsg.pretrained import has_readout, load_vae, sha256
 
     if has_readout(weights_dir):

@@ -5,9 +5,10 @@ With a readout in the folder a code is [z_map, z_read] and the codec's fast read
 (``icsg.generation.periodic_codec``: composition, cell and positions from z_read). z_read comes from the flow prior
 over the training crystals' z_read (prior 'flow', ``flow_prior.*``), z_map is its mean given z_read under the bin's
 Gaussian; prior 'fitted' draws whole codes from one Gaussian per property bin fitted to the posterior means of the
-training crystals (``vae_prior.npz``; both written by ``icsg fit-latent-prior``, ``fit_periodic_prior``). Without one, the code is decoded into [M, C], the UNet labels the
-density, and the periodic reading (``icsg.representation.periodic_decode``) gives the lattice (from the coordinate
-channels) and the atoms. No guidance yet: what the code says is what comes out.
+training crystals (``vae_prior.npz``; both written by ``icsg fit-latent-prior``, ``fit_periodic_prior``). The
+reading of such codes is guided (``generate_periodic``'s ``guided``). Without a readout, the code is decoded into
+[M, C], the UNet labels the density, and the periodic reading (``icsg.representation.periodic_decode``) gives the
+lattice (from the coordinate channels) and the atoms, unguided.
 """
 
 from __future__ import annotations

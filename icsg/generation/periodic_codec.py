@@ -32,8 +32,9 @@ def cell_rows(structures) -> np.ndarray:
 
 
 def separate_atoms(frac: np.ndarray, lattice: Lattice, min_A: float, iterations: int = 100) -> np.ndarray:
-    """Fractional positions (n, 3) moved apart until no two atoms (periodic images included) are closer than
-    ``min_A``: each too-close pair moves apart along its line by half the shortfall each, repeated. The slot head
+    """Fractional positions (n, ≥ 1, 3) moved apart until no two atoms (periodic images included) are closer than
+    ``min_A``: each too-close pair moves apart along its line by half the shortfall each, for up to ``iterations``
+    rounds (a cell too small for its atoms stays crowded). The slot head
     places the slots of one crystal independently and, for codes between training crystals, sometimes two atoms
     of different elements on one spot; no training crystal has two atoms closer than 0.97 Å."""
     frac = np.array(frac, np.float64)
@@ -93,7 +94,7 @@ class PeriodicCodec:
     def decode(self, z: np.ndarray, formulas: tuple | None = None, min_distance_A: float | None = None
                ) -> list[Structure | None]:
         """Codes (B, map_dim + read_dim) -> crystals (None where the heads give an impossible cell). A code whose
-        element counts all read 0 (~5 % of codes from the flow prior, none of the training crystals') takes the
+        element counts all read 0 (~5 % of codes from the flow prior) takes the
         one-element change of its counts the count head finds most probable: a crystal has at least one atom.
 
         For codes drawn from a prior: ``formulas`` (anonymous formulas (P, L), training crystals per formula (P,))
