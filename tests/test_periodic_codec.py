@@ -106,7 +106,7 @@ def test_periodic_commands_read_codes_back_and_generate(tmp_path):
     assert main(["generate", "--weights", str(w), "--n", "4", "--condition", "2", "--out", str(gen)]) == 0
     summary = json.loads((gen / "summary.json").read_text())
     assert summary["n_requested"] == 4 and summary["read"] + len(summary["failures"]) == 4
-    assert summary["prior"] == "flow"
+    assert summary["prior"] == "flow" and (gen / "density_slices.png").stat().st_size > 0
     assert main(["generate", "--weights", str(w), "--n", "2", "--condition", "2", "--prior", "fitted", "--out",
                  str(tmp_path / "gen_fitted")]) == 0
     assert json.loads((tmp_path / "gen_fitted" / "summary.json").read_text())["prior"] == "fitted"

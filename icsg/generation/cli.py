@@ -12,6 +12,7 @@ import numpy as np
 from icsg.errors import SourceError
 from icsg.io import atomic_path, atomic_save_npz, atomic_write_json, atomic_write_text
 from icsg.pretrained import WEIGHTS_DIR
+from icsg.generation.plots import slice_sheet
 from icsg.properties import PROPERTIES
 
 CSV_COLUMNS = ["file", "formula", "a_A", "b_A", "c_A", "n_sites", "condition", "valid", "charge_neutral",
@@ -38,31 +39,6 @@ def _base_structure(spec: str, data_csv: str | None):
                 raise SourceError(str(rec.error))
             return rec.structure, rec.properties
     raise SourceError(f"id '{spec}' not found in {data_csv}")
-
-
-def slice_sheet(slices: np.ndarray, path: Path, titles: list[str] | None = None, max_maps: int = 25) -> None:
-    """PNG grid of density mid-slices (z = n/2)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    k = min(len(slices), max_maps)
-    if k == 0:
-        return
-    cols = int(np.ceil(np.sqrt(k)))
-    rows = int(np.ceil(k / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(2 * cols, 2 * rows), squeeze=False)
-    for i, ax in enumerate(axes.ravel()):
-        ax.axis("off")
-        if i < k:
-            ax.imshow(slices[i].T, origin="lower", cmap="magma")
-            if titles:
-                ax.set_title(titles[i] or "-", fontsize=7)
-    fig.tight_layout()
-    with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=90)
-    plt.close(fig)
 
 
 # options of the voxel pipeline and their defaults: set away from the default for a model without one, an error

@@ -94,7 +94,8 @@ def generate_periodic(weights_dir: str | os.PathLike, n: int, condition: int, se
 
 
 def run_generate_periodic(a, out: Path) -> dict:
-    """``icsg generate --weights FOLDER`` with periodic models: CIFs of the readable crystals and summary.json."""
+    """``icsg generate --weights FOLDER`` with periodic models: CIFs of the readable crystals, summary.json and
+    density_slices.png (``_plot_maps``)."""
     from icsg.io import atomic_write_json, atomic_write_text
 
     for option, default in (("around", None), ("interpolate", None), ("target", None), ("guide", 1),
@@ -108,9 +109,26 @@ def run_generate_periodic(a, out: Path) -> dict:
                            temperature=a.temperature)
     for i, row in df[df["structure"].notna()].iterrows():
         atomic_write_text(out / f"gen_{i:05d}_{row['formula']}.cif", row["structure"].to(fmt="cif"))
+    _plot_maps(a.weights, df, condition, out / "density_slices.png")
     summary = {"model": "periodic", "weights": str(a.weights), "condition": condition, "n_requested": int(len(df)),
                "read": int(df["structure"].notna().sum()), "failures": df["failure"][df["failure"] != ""].tolist()[:20],
                "wall_seconds": time.perf_counter() - t0, "seed": a.seed, "prior": prior,
                "temperature": a.temperature, "guided": True}
     atomic_write_json(out / "summary.json", summary)
     return summary
+
+
+def _plot_maps(weights_dir, df: pd.DataFrame, condition: int, path: Path, max_maps: int = 25) -> None:
+    """Mid-slices (z = n/2, fractional) of the density maps the first readable codes decode to (z_map), titled with
+    the crystals read from them."""
+    from icsg.generation.plots import slice_sheet
+
+    rows = df[df["structure"].notna()].head(max_maps)
+    if rows.empty:
+        return
+    vae, meta = load_vae(weights_dir)
+    n_bins = int(meta["condition"]["n_bins"])
+    z = np.stack(rows["z"].to_list()).astype(np.float32)[:, :int(meta["config"]["latent_dim"])]
+    maps = np.asarray(vae.decoder.predict([z, np.eye(n_bins, dtype=np.float32)[np.full(len(z), condition)]],
+                                          verbose=0))
+    slice_sheet(maps[:, :, :, maps.shape[3] // 2, 0], path, rows["formula"].to_list())
