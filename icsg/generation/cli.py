@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 
 from icsg.errors import SourceError
+from icsg.generation.plots import slice_sheet
 from icsg.io import atomic_path, atomic_save_npz, atomic_write_json, atomic_write_text
 from icsg.pretrained import WEIGHTS_DIR
-from icsg.generation.plots import slice_sheet
 from icsg.properties import PROPERTIES
 
 CSV_COLUMNS = ["file", "formula", "a_A", "b_A", "c_A", "n_sites", "condition", "valid", "charge_neutral",

@@ -169,17 +169,18 @@ def counts_with_formula_prior(log_probs: np.ndarray, formulas: np.ndarray, formu
     training crystals have: the formula F maximising log P(best composition of F) + log P_train(F). Finer than
     the number of sites alone: the heads treat the elements as independent, so a code between an ABX3 and its
     neighbours can read as A2X3 (the A = B formula, 2 % of perov_5) as easily as ABX3."""
+    out = [next(iter(ranked_by_formula(lp, formulas, formula_counts)), lp.argmax(-1)) for lp in log_probs]
+    return np.stack(out) if out else np.zeros(log_probs.shape[:2], np.int64)
+
+
+def ranked_by_formula(log_probs: np.ndarray, formulas: np.ndarray, formula_counts: np.ndarray) -> list[np.ndarray]:
+    """Compositions (E,) of one crystal's count log-probabilities (E, K), the best one of each anonymous formula the
+    training crystals have, most probable first: log P(composition) + log P_train(formula)."""
     keep = np.asarray(formula_counts) > 0
     formulas, log_prior = np.asarray(formulas)[keep], np.log(formula_counts[keep] / formula_counts[keep].sum())
-    out = []
-    for lp in log_probs:
-        best, best_score = lp.argmax(-1), -np.inf
-        for f, prior in zip(formulas, log_prior):
-            counts, score = composition_with_formula(lp, f)
-            if counts is not None and score + prior > best_score:
-                best, best_score = counts, score + prior
-        out.append(best)
-    return np.stack(out) if out else np.zeros(log_probs.shape[:2], np.int64)
+    cands = [(score + prior, counts) for f, prior in zip(formulas, log_prior)
+             for counts, score in [composition_with_formula(log_probs, f)] if counts is not None]
+    return [counts for _, counts in sorted(cands, key=lambda t: -t[0])]  # stable: ties keep the formulas' order
 
 
 class CompositionPrior(NamedTuple):
@@ -232,22 +233,17 @@ def balanced_or_alloy(composition) -> bool:
 def counts_preferring_balanced(log_probs: np.ndarray, formulas: np.ndarray, formula_counts: np.ndarray,
                                elements_Z, top: int = 10) -> np.ndarray:
     """(B, E) compositions of count log-probabilities (B, E, K) for codes drawn from a prior: of the ``top`` most
-    probable compositions whose anonymous formula the training crystals have (score as
-    ``counts_with_formula_prior``), the first that is charge-balanced or an alloy (``balanced_or_alloy``), else the
+    probable compositions whose anonymous formula the training crystals have (``ranked_by_formula``), the first that is charge-balanced or an alloy (``balanced_or_alloy``), else the
     first. Codes between training codes read as mixtures of their neighbours' counts (Li3O5 between Li2O and
     LiO2); 90 % of the held-out Materials Project crystals are charge-balanced by SMACT's test, argmax readings of
     such codes 70 %."""
     from pymatgen.core import Composition, Element
 
-    keep = np.asarray(formula_counts) > 0
-    formulas, log_prior = np.asarray(formulas)[keep], np.log(formula_counts[keep] / formula_counts[keep].sum())
     out = []
     for lp in log_probs:
-        cands = [(score + prior, counts) for f, prior in zip(formulas, log_prior)
-                 for counts, score in [composition_with_formula(lp, f)] if counts is not None]
-        cands.sort(key=lambda t: -t[0])
-        pick = cands[0][1] if cands else lp.argmax(-1)
-        for _, counts in cands[:top]:
+        ranked = ranked_by_formula(lp, formulas, formula_counts)
+        pick = ranked[0] if ranked else lp.argmax(-1)
+        for counts in ranked[:top]:
             comp = Composition({Element.from_Z(int(z)): int(n) for z, n in zip(elements_Z, counts) if n > 0})
             if balanced_or_alloy(comp):
                 pick = counts

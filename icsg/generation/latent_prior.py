@@ -231,7 +231,8 @@ def fit_periodic_prior(weights_dir: str | os.PathLike, data_dir: str | os.PathLi
     where the training crystals have 2.4 and the flow's samples 2.2."""
     from icsg.pretrained import has_readout, load_vae, sha256
 
-    if has_readout(weights_dir):
+    readout = has_readout(weights_dir)
+    if readout:
         from icsg.generation.periodic_codec import PeriodicCodec
 
         vae = PeriodicCodec(weights_dir)
@@ -246,7 +247,7 @@ def fit_periodic_prior(weights_dir: str | os.PathLike, data_dir: str | os.PathLi
     save_latent_prior(prior, out)
     info = {"file": PRIOR_FILE, "sha256": sha256(out), "maps": prior.n_maps, "data": str(data_dir), "seed": seed,
             "per_bin": prior.counts.tolist(), "dim": int(codes.mu.shape[1])}
-    if has_readout(weights_dir) and flow_steps != 0:
+    if readout and flow_steps != 0:
         info["flow"] = _train_read_flow(vae, codes, weights_dir, data_dir, seed, flow_steps)
     return info
 

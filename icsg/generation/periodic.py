@@ -22,6 +22,7 @@ import pandas as pd
 
 from icsg.errors import WeightsError
 from icsg.generation.latent_prior import PRIOR_FILE, load_latent_prior
+from icsg.generation.plots import slice_sheet
 from icsg.parallel import pmap
 from icsg.pretrained import has_readout, load_unet, load_vae
 from icsg.representation.periodic import PeriodicGrid
@@ -121,8 +122,6 @@ def run_generate_periodic(a, out: Path) -> dict:
 def _plot_maps(weights_dir, df: pd.DataFrame, condition: int, path: Path, max_maps: int = 25) -> None:
     """Mid-slices (z = n/2, fractional) of the density maps the first readable codes decode to (z_map), titled with
     the crystals read from them."""
-    from icsg.generation.plots import slice_sheet
-
     rows = df[df["structure"].notna()].head(max_maps)
     if rows.empty:
         return

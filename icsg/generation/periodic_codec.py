@@ -32,11 +32,11 @@ def cell_rows(structures) -> np.ndarray:
 
 
 def separate_atoms(frac: np.ndarray, lattice: Lattice, min_A: float, iterations: int = 100) -> np.ndarray:
-    """Fractional positions (n, ≥ 1, 3) moved apart until no two atoms (periodic images included) are closer than
-    ``min_A``: each too-close pair moves apart along its line by half the shortfall each, for up to ``iterations``
-    rounds (a cell too small for its atoms stays crowded). The slot head
-    places the slots of one crystal independently and, for codes between training crystals, sometimes two atoms
-    of different elements on one spot; no training crystal has two atoms closer than 0.97 Å."""
+    """Fractional positions (n, 3), n >= 1, moved apart until no two atoms (periodic images included) are closer
+    than ``min_A``: each too-close pair moves apart along its line by half the shortfall each, for up to
+    ``iterations`` rounds (a cell too small for its atoms stays crowded). The slot head places the slots of one
+    crystal independently and, for codes between training crystals, sometimes two atoms of different elements on
+    one spot; no training crystal has two atoms closer than 0.97 Å."""
     frac = np.array(frac, np.float64)
     inv = np.linalg.inv(lattice.matrix)
     for _ in range(iterations):
