@@ -238,6 +238,14 @@ def _baselines(sha256) -> list[str]:
     return out + [""]
 
 
+def _continued(meta: dict) -> str:
+    """' (+ N min of the runs it continued: a, b)' for a warm-started model, else ''."""
+    if not meta.get("warm_start_seconds"):
+        return ""
+    return (f" (+ {meta['warm_start_seconds'] / 60:.0f} min of the runs it continued: "
+            f"{', '.join(meta.get('warm_start_chain') or [])})")
+
+
 def _periodic(sha256) -> list[str]:
     """The any-lattice models of weights/mp: VAE, UNet, readout and the prior over their codes."""
     d = W / "mp"
@@ -250,7 +258,7 @@ def _periodic(sha256) -> list[str]:
            "of up to 20 sites; the formation energy is DFT where the set has it and the shipped CGCNN's prediction "
            "elsewhere, marked in the dataset). Commands: `data_prep/train_periodic_models.sh`.", ""]
     for name, title in (("vae", "periodic Cond-DFC-VAE (map over the unit cell)"), ("unet", "periodic UNet"),
-                        ("readout", "readout (z_read: counts, cell lengths and angles, slots)")):
+                        ("readout", "readout (z_read: counts, cell lengths and angles, and the site list, which the slot head reads back)")):
         meta = _load(d / f"{name}.json")
         if meta is None:
             continue
@@ -260,8 +268,8 @@ def _periodic(sha256) -> list[str]:
         logs = tr.get("last_logs") or {}
         out += [f"- {title}: `{meta.get('command')}`; config `{json.dumps(cfg)}`; {tr.get('epochs_done')} epochs, best "
                 f"validation loss {tr.get('best', float('nan')):.4f} at epoch {tr.get('best_epoch')}, "
-                f"{sum(secs) / 60:.0f} min; last epoch `{json.dumps({k: round(v, 4) for k, v in logs.items()})}`; "
-                f"sha256 `{sha256(d / f'{name}.weights.h5')}`"]
+                f"{sum(secs) / 60:.0f} min{_continued(meta)}; last epoch "
+                f"`{json.dumps({k: round(v, 4) for k, v in logs.items()})}`; sha256 `{sha256(d / f'{name}.weights.h5')}`"]
     if (d / "vae_prior.npz").exists():
         out.append(f"- `weights/mp/vae_prior.npz`: one Gaussian per formation-energy decile over the codes [z_map, z_read] "
                    f"of the training crystals (`icsg fit-latent-prior runs/data/mp_periodic --weights weights/mp`); "

@@ -5,10 +5,9 @@ readout encoder's (``icsg.models.readout`` with six cell numbers), read by its h
 cell (lengths Å, angles °) and, through the slot head, each element's fractional positions. The reading is one
 pass of small dense heads, no search: the composition and the positions of a general crystal are what the
 decoded map leaves most ambiguous (86 elements; sites a UNet labels from a blurred periodic map), and what the
-code carries exactly. The reading uses z_read alone: on 200 held-out crystals, moving the slots onto the
-decoded map's density maxima (within 0.7 or 1.2 Å), applying the position head to them, or trying the next most
-probable compositions and keeping the one the encoder maps closest to z_read each matched fewer or no more
-crystals. z_map stays in the code, so a code's density map can still be decoded (``vae.decoder``).
+code carries exactly: the readout's site path puts each site's (cos, sin) of 2πx in the code linearly and the slot
+head reads it back (``ReadoutConfig.site_features``). z_map stays in the code, so a code's density map can still be
+decoded (``vae.decoder``).
 """
 
 from __future__ import annotations

@@ -24,7 +24,8 @@ It is trained on the true sites displaced by Gaussian noise of ``position_noise`
 corrects displacements up to a few times that. Where the decoder misplaces a site by more (distorted
 cells, whose maps blur the displaced sites into their neighbours), the slot head answers instead: it
 places the sites of each element from z_read alone, the k-th site of an element being the k-th in the
-canonical order of ``canonical_order`` (so that 'the k-th N' names one site of the crystal).
+canonical order of ``canonical_order`` (so that 'the k-th N' names one site of the crystal). For any lattice the
+code also holds the site list itself by a linear path (``site_features``), which the slot head reads back.
 
 The encoder sees the crystal as a set of sites, as CDVAE's encoder does (it reads atom types and
 positions, not densities): an embedding of each site's Z beside periodic features of its fractional
@@ -81,6 +82,11 @@ class ReadoutConfig:
             nearest slot (a symmetric Chamfer distance, Å²) instead of 'the k-th site of Z' in ``canonical_order``:
             in general cells that order jumps whenever a site crosses a 1/8 grid plane, and the slot head learnt
             nothing better than chance (2.2 Å RMS in cells of ~5.4 Å) against it.
+        site_features: the encoder also sees the site list itself, (cos 2πx, sin 2πx) per axis of each site in
+            ``canonical_order``, by a linear path into μ, and the slot head reads each slot back through the
+            transposed path (started so, beside the count path, on orthonormal rows: ``latent_dim`` must be at least
+            n_elements + 6·max_sites), with its dense layers learning what the path misses: the per-slot dense
+            head alone, reading positions out of pooled site features, placed held-out sites 1.3 Å (median) off.
     """
 
     elements_Z: tuple = ()
@@ -106,6 +112,7 @@ class ReadoutConfig:
     count_features: bool = False
     slot_matching: bool = False
     ordinal_counts: bool = False
+    site_features: bool = False
 
     @property
     def cell_dims(self) -> int:
@@ -169,10 +176,20 @@ def build_readout_encoder(cfg: ReadoutConfig) -> keras.Model:
     if cfg.count_features:  # and a linear path from the counts into the code
         linear = layers.Dense(cfg.latent_dim, use_bias=False, name="r_counts_mu")(counts)
         mu = layers.Add(name="r_mu_counts")([mu, linear])
+    if cfg.site_features:  # and one from the site list, (cos, sin) per axis, 0 for the padding
+        cs = layers.Lambda(lambda t: ops.reshape(site_cos_sin(t[0]) * t[1],
+                                                 (-1, cfg.max_sites * 6)), name="r_site_cos_sin")([f_in, mask])
+        mu = layers.Add(name="r_mu_sites")([mu, layers.Dense(cfg.latent_dim, use_bias=False, name="r_sites_mu")(cs)])
     # σ starts small (e^-3): with σ ≈ 1 the samples hide μ and the composition heads sit on the marginal counts
     # for hundreds of steps before any code is read.
     logvar = layers.Dense(cfg.latent_dim, bias_initializer=keras.initializers.Constant(-6.0), name="r_logvar")(x)
     return keras.Model([z_in, f_in, abc_in], [mu, logvar], name="readout_encoder")
+
+
+def site_cos_sin(frac):
+    """(..., 3) fractional coordinates -> (..., 6): cos 2πx, sin 2πx, cos 2πy, ... (the slot head's output order)."""
+    ang = 2 * 3.141592653589793 * frac
+    return ops.reshape(ops.stack([ops.cos(ang), ops.sin(ang)], -1), (*ops.shape(frac)[:-1], 6))
 
 
 def _discrete_gaussian(mean, log_sd, n_counts: int):
@@ -307,10 +324,22 @@ def build_readout(cfg: ReadoutConfig) -> Readout:
     model = Readout(cfg.to_dict(), name="readout")
     model([ops.zeros((1, cfg.max_sites), dtype="int32"), ops.zeros((1, cfg.max_sites, 3)),
            ops.ones((1, cfg.cell_dims))])
-    if cfg.count_features and cfg.ordinal_counts:  # start with the counts read back through the code exactly
-        enc = model.encoder.get_layer("r_counts_mu")
-        enc.kernel.assign(keras.initializers.Orthogonal(seed=0)((cfg.n_elements, cfg.latent_dim)))
-        model.heads.get_layer("h_count_linear").kernel.assign(ops.transpose(enc.kernel))
+    # start with the counts (and the sites) read back through the code exactly: orthonormal rows, transposed reads
+    n_counts = cfg.n_elements if cfg.count_features and cfg.ordinal_counts else 0
+    n_sites = 6 * cfg.max_sites if cfg.site_features else 0
+    if n_counts + n_sites > cfg.latent_dim and n_sites:
+        raise ValueError(f"site_features needs latent_dim >= {n_counts + n_sites} (the count and site paths), "
+                         f"got {cfg.latent_dim}")
+    if n_sites:  # the dense path into μ starts at 0, so the site list is read back exactly at first
+        model.encoder.get_layer("r_mu").kernel.assign(ops.zeros((cfg.hidden, cfg.latent_dim)))
+    if n_counts + n_sites:
+        rows = keras.initializers.Orthogonal(seed=0)((n_counts + n_sites, cfg.latent_dim))
+        if n_counts:
+            model.encoder.get_layer("r_counts_mu").kernel.assign(rows[:n_counts])
+            model.heads.get_layer("h_count_linear").kernel.assign(ops.transpose(rows[:n_counts]))
+        if n_sites:
+            model.encoder.get_layer("r_sites_mu").kernel.assign(rows[n_counts:])
+            model.slots.get_layer("s_linear").kernel.assign(ops.transpose(rows[n_counts:]))
     return model
 
 

@@ -37,7 +37,13 @@ def build_slot_head(cfg) -> keras.Model:
     h = layers.Concatenate(name="s_in")([zt, e, rank])
     h = layers.Dense(cfg.hidden, activation="relu", name="s_dense0")(h)
     h = layers.Dense(cfg.hidden, activation="relu", name="s_dense1")(h)
-    cs = layers.Reshape((cfg.max_sites, 3, 2), name="s_cos_sin")(layers.Dense(6, name="s_out")(h))
+    if getattr(cfg, "site_features", False):  # the code's site list read back linearly, the dense part corrects it
+        cs = layers.Dense(6, kernel_initializer="zeros", name="s_out")(h)
+        cs = layers.Add(name="s_sum")([cs, layers.Reshape((cfg.max_sites, 6), name="s_linear_sites")(
+            layers.Dense(cfg.max_sites * 6, use_bias=False, name="s_linear")(z_in))])
+    else:
+        cs = layers.Dense(6, name="s_out")(h)
+    cs = layers.Reshape((cfg.max_sites, 3, 2), name="s_cos_sin")(cs)
     out = layers.Lambda(lambda t: ops.mod(ops.arctan2(t[..., 1], t[..., 0]) / (2 * 3.141592653589793), 1.0),
                         name="s_frac")(cs)
     return keras.Model([z_in, s_in], out, name="slot_head")

@@ -84,7 +84,9 @@ def _add_train_readout(sub) -> None:
                                    "cell lengths and the property, so decoding does not have to guess them from the "
                                    "density. Seconds per epoch on a CPU (no maps).")
     _add_common(p)
-    p.add_argument("--latent", type=int, default=32, help="size of the readout code (default 32)")
+    p.add_argument("--latent", type=int, default=None,
+                   help="size of the readout code (default 32; on a periodic dataset 32 + elements + 6 × max sites, "
+                        "the room its count and site paths need)")
     p.add_argument("--hidden", type=int, default=256, help="width of the dense layers (default 256)")
     p.add_argument("--beta", type=float, default=1e-3, help="KL weight (default 1e-3)")
     p.add_argument("--cell-weight", type=float, default=30.0, help="weight of the standardised cell MSE (default 30)")

@@ -109,9 +109,13 @@ def train_readout(data_dir, out_dir, readout_cfg: dict | None = None, cfg: Train
     if train.periodic:  # any lattice (many elements): the cell's angles are read too, the counts seen directly
         ang = train.arrays["angles_deg"]
         stats.update(angles=True, angle_mean_deg=float(ang.mean()), angle_std_deg=float(ang.std() + 1e-6),
-                     count_features=True, slot_matching=True, ordinal_counts=True)
+                     count_features=True, slot_matching=True, ordinal_counts=True, site_features=True)
+    max_sites = int(train.arrays["site_Z"].shape[1])
+    readout_cfg = dict(readout_cfg or {})
+    if readout_cfg.get("latent_dim") is None:  # room for the count and site paths (any lattice), and 32 more
+        readout_cfg["latent_dim"] = 32 + (len(man["elements_Z"]) + 6 * max_sites if train.periodic else 0)
     rcfg = ReadoutConfig(elements_Z=tuple(man["elements_Z"]), max_count=int(max(train.counts.max(), 1)),
-                         max_sites=int(train.arrays["site_Z"].shape[1]), **stats, **(readout_cfg or {}))
+                         max_sites=max_sites, **stats, **readout_cfg)
     meta = {"kind": "readout", "config": rcfg.to_dict(), "grid": man["grid"], "condition": man["condition"],
             "elements_Z": man["elements_Z"], "data": str(data_dir), "train": cfg.__dict__,
             "n_train": train.n, "n_val": val.n, "train_only": list(train_only) if train_only else None}
