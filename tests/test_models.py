@@ -136,6 +136,18 @@ BACKEND_SCRIPT = textwrap.dedent("""
     c = np.eye(10, dtype="float32")[[0, 1]]
     r = v.train_on_batch((xv, c), xv, return_dict=True)
     assert np.isfinite(r["loss"])
+    from icsg.models.readout import ReadoutConfig, build_readout
+    rc = ReadoutConfig(elements_Z=(8, 30), max_count=4, max_sites=4, latent_dim=2 + 24, hidden=8, angles=True,
+                       count_features=True, slot_matching=True, ordinal_counts=True, site_features=True)
+    m = build_readout(rc)
+    m.compile("adam")
+    zs, fr = np.array([[30, 8, 8, 0]], np.int32), np.random.rand(1, 4, 3).astype("float32")
+    cell = np.array([[5.1, 4.3, 6.7, 90, 103, 90]], np.float32)
+    back = m.slots.predict([m.encoder.predict([zs, fr, cell], verbose=0)[0], zs], verbose=0)[0, :3] - fr[0, :3]
+    assert np.abs(back - np.round(back)).max() < 1e-5
+    y = {{"counts": np.array([[2, 1]], np.int32), "abc_A": cell[:, :3], "angles_deg": cell[:, 3:],
+          "property": np.array([1.0], np.float32)}}
+    assert np.isfinite(m.train_on_batch((zs, fr, cell), y, return_dict=True)["loss"])
     print("ok", keras.backend.backend())
 """)
 
