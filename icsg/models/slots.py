@@ -27,7 +27,8 @@ def ranks(site_Z):
 def build_slot_head(cfg) -> keras.Model:
     """(z_read (B, D), site Z (B, S) in canonical order) -> fractional positions (B, S, 3) in [0, 1).
 
-    ``cfg`` is a ``ReadoutConfig`` (latent_dim, max_sites, embed_dim, max_count, hidden)."""
+    ``cfg`` is a ``ReadoutConfig`` (latent_dim, max_sites, embed_dim, max_count, hidden, site_features: the slots
+    are then the code's site path read back linearly plus the dense layers' correction)."""
     z_in = keras.Input((cfg.latent_dim,), name="z_read")
     s_in = keras.Input((cfg.max_sites,), dtype="int32", name="site_Z")
     zt = layers.Lambda(lambda t: ops.repeat(ops.expand_dims(t, 1), cfg.max_sites, axis=1), name="s_tile")(z_in)
@@ -37,7 +38,7 @@ def build_slot_head(cfg) -> keras.Model:
     h = layers.Concatenate(name="s_in")([zt, e, rank])
     h = layers.Dense(cfg.hidden, activation="relu", name="s_dense0")(h)
     h = layers.Dense(cfg.hidden, activation="relu", name="s_dense1")(h)
-    if getattr(cfg, "site_features", False):  # the code's site list read back linearly, the dense part corrects it
+    if cfg.site_features:  # the code's site list read back linearly, the dense part corrects it
         cs = layers.Dense(6, kernel_initializer="zeros", name="s_out")(h)
         cs = layers.Add(name="s_sum")([cs, layers.Reshape((cfg.max_sites, 6), name="s_linear_sites")(
             layers.Dense(cfg.max_sites * 6, use_bias=False, name="s_linear")(z_in))])
