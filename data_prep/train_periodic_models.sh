@@ -40,4 +40,5 @@ icsg fit-latent-prior runs/data/mp_periodic --weights weights/mp --flow-steps 12
 python benchmarks/reconstruction_periodic.py --data runs/data/mp_periodic --vae weights/mp
 python benchmarks/generation_periodic.py --weights weights/mp --data runs/data/mp_periodic
 python benchmarks/generation_periodic.py --weights weights/mp --data runs/data/mp_periodic --unguided
+python benchmarks/generation_periodic.py --weights weights/mp --data runs/data/mp_periodic --real 1000
 python benchmarks/model_card.py
