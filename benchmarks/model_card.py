@@ -258,7 +258,8 @@ def _periodic(sha256) -> list[str]:
            "of up to 20 sites; the formation energy is DFT where the set has it and the shipped CGCNN's prediction "
            "elsewhere, marked in the dataset). Commands: `data_prep/train_periodic_models.sh`.", ""]
     for name, title in (("vae", "periodic Cond-DFC-VAE (map over the unit cell)"), ("unet", "periodic UNet"),
-                        ("readout", "readout (z_read: counts, cell lengths and angles, and the site list, which the slot head reads back)")):
+                        ("readout", "readout (z_read: counts, cell lengths and angles, and the site list, which the "
+                                    "slot head reads back)")):
         meta = _load(d / f"{name}.json")
         if meta is None:
             continue

@@ -233,10 +233,10 @@ def balanced_or_alloy(composition) -> bool:
 def counts_preferring_balanced(log_probs: np.ndarray, formulas: np.ndarray, formula_counts: np.ndarray,
                                elements_Z, top: int = 10) -> np.ndarray:
     """(B, E) compositions of count log-probabilities (B, E, K) for codes drawn from a prior: of the ``top`` most
-    probable compositions whose anonymous formula the training crystals have (``ranked_by_formula``), the first that is charge-balanced or an alloy (``balanced_or_alloy``), else the
-    first. Codes between training codes read as mixtures of their neighbours' counts (Li3O5 between Li2O and
-    LiO2); 90 % of the held-out Materials Project crystals are charge-balanced by SMACT's test, argmax readings of
-    such codes 70 %."""
+    probable compositions whose anonymous formula the training crystals have (``ranked_by_formula``), the first
+    that is charge-balanced or an alloy (``balanced_or_alloy``), else the first. Codes between training codes read
+    as mixtures of their neighbours' counts (Li3O5 between Li2O and LiO2); 90 % of the held-out Materials Project
+    crystals are charge-balanced by SMACT's test, argmax readings of the flow prior's codes 77 %."""
     from pymatgen.core import Composition, Element
 
     out = []

@@ -227,8 +227,8 @@ def fit_periodic_prior(weights_dir: str | os.PathLike, data_dir: str | os.PathLi
     codes [z_map, z_read] when a readout is beside the VAE, else the VAE's alone); returns its description.
 
     With a readout, also the flow prior over z_read (``flow_steps``, 0 = none) -> WEIGHTS/flow_prior.*: the reading
-    uses z_read alone, and the per-bin Gaussians over whole codes read back as crystals of 7 elements on average
-    where the training crystals have 2.4 and the flow's samples 2.2."""
+    uses z_read alone, and the per-bin Gaussians over whole codes read back as crystals of 8.5 elements on average
+    where the training crystals have 2.4 and the flow's samples 2.1."""
     from icsg.pretrained import has_readout, load_vae, sha256
 
     readout = has_readout(weights_dir)
